@@ -1,0 +1,69 @@
+"""The exception tree.  Every failure of one item maps to a stable `code` that reports carry.
+
+PermanentError: retrying cannot help (bad image, missing object, collision) -> fail the item now.
+TransientError: the world may heal (S3 throttling, connection reset) -> retry with backoff.
+ConfigError: the operator must fix settings or install a model; raised at start-up.
+"""
+
+from __future__ import annotations
+
+
+class CutoutError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ConfigError(CutoutError):
+    """Settings, catalogue or model files are wrong; the message says what to change."""
+
+    code = "config_error"
+
+
+class PermanentError(CutoutError):
+    """This item can never succeed as it is; fail it, never retry it."""
+
+
+class TransientError(CutoutError):
+    """A passing fault of a service; the same work may succeed later."""
+
+    code = "transient_error"
+
+
+class UndecodableImage(PermanentError):
+    code = "undecodable"
+
+
+class ImageTooLarge(PermanentError):
+    code = "image_too_large"
+
+
+class SourceMissing(PermanentError):
+    code = "source_missing"
+
+
+class AccessDenied(PermanentError):
+    code = "access_denied"
+
+
+class OutputCollision(PermanentError):
+    code = "output_collision"
+
+
+class ModelError(PermanentError):
+    """The model could not run on this input (or is missing on this worker)."""
+
+    code = "model_error"
+
+
+class InvalidOptions(PermanentError):
+    code = "invalid_options"

@@ -1,0 +1,59 @@
+"""Object keys: which are images, where each output goes, and safe local paths."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path, PurePosixPath
+
+from cutout_fleet.errors import PermanentError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+# Reports live beside the outputs; listing an output prefix again must not treat them as inputs.
+REPORTS_DIR = "_reports"
+
+
+def is_image_key(key: str) -> bool:
+    """True when the key ends in an image extension (any case)."""
+    return PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def join_key(prefix: str, rest: str) -> str:
+    prefix = prefix.strip("/")
+    rest = rest.lstrip("/")
+    return f"{prefix}/{rest}" if prefix else rest
+
+
+def relative_key(key: str, source_prefix: str) -> str:
+    """The part of `key` below `source_prefix` (a folder-like prefix or a plain string prefix)."""
+    if source_prefix and key.startswith(source_prefix):
+        rest = key[len(source_prefix) :]
+    else:
+        rest = key
+    return rest.lstrip("/")
+
+
+def output_key(key: str, source_prefix: str, out_prefix: str, extension: str) -> str:
+    """`OUT/<key relative to the source prefix>` with the extension replaced: shoes/a.jpg -> OUT/shoes/a.png."""
+    rel = relative_key(key, source_prefix)
+    stem, _ = posixpath.splitext(rel)
+    return join_key(out_prefix, stem + extension)
+
+
+def report_keys(out_prefix: str, job_id: str) -> tuple[str, str]:
+    """(JSONL report key, summary key) for a job."""
+    base = join_key(out_prefix, f"{REPORTS_DIR}/{job_id}")
+    return base + ".jsonl", base + ".summary.json"
+
+
+def safe_local_path(root: Path, key: str) -> Path:
+    """Map an object key to a path under `root`, refusing anything that could escape it."""
+    if "\x00" in key:
+        raise PermanentError(f"object key {key!r} contains a NUL byte", code="unsafe_key")
+    parts = PurePosixPath(key).parts
+    if key.startswith("/") or any(part in ("..", "") for part in parts) or "\\" in key:
+        raise PermanentError(f"object key {key!r} is not a safe relative path", code="unsafe_key")
+    path = root.joinpath(*parts)
+    resolved_root = root.resolve()
+    if resolved_root not in path.resolve().parents and path.resolve() != resolved_root:
+        raise PermanentError(f"object key {key!r} leaves the folder {root}", code="unsafe_key")
+    return path

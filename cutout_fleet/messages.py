@@ -1,0 +1,54 @@
+"""The task message: JSON, validated before any work, small enough to queue millions of keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cutout_fleet.errors import PermanentError
+from cutout_fleet.options import ImageOptions
+
+MESSAGE_VERSION = 1
+# Task names are part of the wire contract between producer and workers.
+TASK_PROCESS_BATCH = "cutout.process_batch"
+TASK_FINALIZE_JOB = "cutout.finalize_job"
+MAX_ITEMS_PER_TASK = 256
+MAX_KEY_BYTES = 1024  # S3's own limit
+MAX_MESSAGE_BYTES = 512 * 1024
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES)]
+
+
+class TaskMessage(BaseModel):
+    """One task: a few keys of one job.  Job-wide fields ride along so a task never needs a lookup."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = MESSAGE_VERSION
+    job_id: JobId
+    source: str  # s3://bucket/prefix or a local folder: where keys are read, and what they are relative to
+    out: str  # s3://bucket/prefix or a local folder: where outputs and reports go
+    options: ImageOptions
+    keys: Annotated[list[Key], Field(min_length=1, max_length=MAX_ITEMS_PER_TASK)]
+
+
+class InvalidMessage(PermanentError):
+    code = "invalid_message"
+
+
+def parse_message(payload: object) -> TaskMessage:
+    """Validate a payload from the queue; anything malformed is refused, never executed."""
+    try:
+        size = len(json.dumps(payload))
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"task payload is not JSON data: {exc}") from exc
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"task payload is {size:,} bytes, over {MAX_MESSAGE_BYTES:,}")
+    try:
+        return TaskMessage.model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidMessage(f"task payload does not match the schema: {exc.errors()[:3]}") from exc

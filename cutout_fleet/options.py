@@ -1,0 +1,94 @@
+"""Per-image options: validation, the background colour, and the versioned options hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cutout_fleet.errors import InvalidOptions
+
+OutputFormat = Literal["png", "webp"]
+RGB = tuple[int, int, int]
+
+SENSITIVITY_RANGE = (0.0, 1.0)
+MASK_BLUR_RANGE_PX = (0, 64)
+MASK_OFFSET_RANGE_PX = (-64, 64)
+
+# Bump only if the meaning of an existing option changes; new options join the hash only when
+# they differ from their default, so adding one never changes the hashes already written.
+OPTIONS_HASH_VERSION = "o1"
+
+_HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
+_NAMED = {"white": (255, 255, 255), "black": (0, 0, 0)}
+
+
+def parse_background(value: str) -> RGB | None:
+    """'none' -> None (keep transparency); 'white', 'black' or '#RRGGBB' -> an RGB triple."""
+    text = value.strip().lower()
+    if text in ("none", "transparent", ""):
+        return None
+    if text in _NAMED:
+        return _NAMED[text]
+    match = _HEX.match(text)
+    if not match:
+        raise ValueError(f"background must be none, white, black or #RRGGBB, not {value!r}")
+    digits = match.group(1)
+    return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+
+
+class ImageOptions(BaseModel):
+    """Options that change the pixels of a cutout (and so its options hash)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "u2netp"
+    background: str = "none"
+    sensitivity: Annotated[float, Field(ge=SENSITIVITY_RANGE[0], le=SENSITIVITY_RANGE[1])] = 1.0
+    mask_blur_px: Annotated[int, Field(ge=MASK_BLUR_RANGE_PX[0], le=MASK_BLUR_RANGE_PX[1])] = 0
+    mask_offset_px: Annotated[int, Field(ge=MASK_OFFSET_RANGE_PX[0], le=MASK_OFFSET_RANGE_PX[1])] = 0
+    format: OutputFormat = "png"
+
+    @field_validator("background")
+    @classmethod
+    def _normalise_background(cls, value: str) -> str:
+        rgb = parse_background(value)
+        return "none" if rgb is None else "#{:02x}{:02x}{:02x}".format(*rgb)
+
+    @property
+    def background_rgb(self) -> RGB | None:
+        return parse_background(self.background)
+
+    @property
+    def extension(self) -> str:
+        return "." + self.format
+
+
+def make_options(**values: object) -> ImageOptions:
+    """Build ImageOptions, raising InvalidOptions with one readable line per problem."""
+    try:
+        return ImageOptions(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidOptions(f"invalid options: {problems}") from exc
+
+
+def options_hash(options: ImageOptions, model_checksum: str) -> str:
+    """A stable digest of everything that decides the output pixels.
+
+    The model's file checksum is part of it, so replacing a model's weights invalidates old outputs.
+    """
+    defaults = ImageOptions(model=options.model)
+    changed = {
+        name: value
+        for name, value in options.model_dump().items()
+        if name == "model" or value != getattr(defaults, name)
+    }
+    changed["model_checksum"] = model_checksum
+    canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
+    return f"{OPTIONS_HASH_VERSION}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"

@@ -1,0 +1,33 @@
+"""What happened to one item: the unit of job accounting and of the JSONL report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Status = Literal["succeeded", "failed", "skipped"]
+FINAL_STATUSES: tuple[Status, ...] = ("succeeded", "failed", "skipped")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: str
+    status: Status
+    output_key: str | None
+    model: str
+    error_code: str | None = None
+    error: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        record = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Outcome:
+        return cls(**json.loads(line))
+
+
+def failed(key: str, output_key: str | None, model: str, code: str, message: str) -> Outcome:
+    return Outcome(key, "failed", output_key, model, error_code=code, error=message)

@@ -1,0 +1,148 @@
+"""Shared fixtures: the real Redis, a real S3-protocol server (moto) and model files.
+
+Redis: CUTOUT_TEST_REDIS_URL (default redis://127.0.0.1:6379/13), a DB of its own, flushed.
+S3: `moto_server` started once per session on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/13"
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("CUTOUT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.ConnectionError as exc:
+        pytest.fail(f"the tests need a real Redis at {url} (start redis-server, or set CUTOUT_TEST_REDIS_URL): {exc}")
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A flushed test DB for one test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def aws_env() -> Iterator[dict[str, str]]:
+    """Fake credentials for the local S3 server, so nothing can talk to a real account."""
+    saved = {name: os.environ.get(name) for name in AWS_TEST_ENV}
+    os.environ.update(AWS_TEST_ENV)
+    yield dict(AWS_TEST_ENV)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(aws_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-protocol server over HTTP on loopback: moto_server in a subprocess."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto_server did not start on {url}; see {log.name}")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_endpoint: str):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+_bucket_counter = 0
+
+
+@pytest.fixture
+def new_bucket(s3_client):  # type: ignore[no-untyped-def]
+    """Factory: a fresh, empty bucket with a unique name."""
+
+    def make(label: str = "b") -> str:
+        global _bucket_counter
+        _bucket_counter += 1
+        name = f"{label}-{os.getpid()}-{_bucket_counter}"
+        s3_client.create_bucket(Bucket=name)
+        return name
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    from tests.support.paths import real_model_dir as find
+
+    path = find()
+    if path is None or not (path / "u2netp.onnx").is_file():
+        pytest.skip("the real u2netp.onnx is not available: set CUTOUT_MODEL_DIR or run `cutout models pull u2netp`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_setup(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> tuple[Path, Path]:
+    """(model_dir, catalogue file): the real u2netp plus tiny models with the real contracts."""
+    from tests.support.tiny_models import write_tiny_models
+
+    model_dir = tmp_path_factory.mktemp("models")
+    shutil.copy(real_model_dir / "u2netp.onnx", model_dir / "u2netp.onnx")
+    catalog = write_tiny_models(model_dir)
+    return model_dir, catalog
+
+
+@pytest.fixture(scope="session")
+def cutout_bin() -> str:
+    exe = Path(sys.executable).parent / "cutout"
+    if not exe.exists():
+        found = shutil.which("cutout")
+        assert found, "the `cutout` console script is not installed; pip install -e .[test]"
+        return found
+    return str(exe)

@@ -1,0 +1,71 @@
+"""The model catalogue: the built-in TOML plus an optional user file (custom and test models)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cutout_fleet.config.settings import Settings
+from cutout_fleet.worker.models.spec import ModelSpec
+from pydantic import ValidationError
+
+from cutout_fleet.errors import ConfigError
+
+BUILTIN_CATALOG = "models.toml"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    specs: dict[str, ModelSpec]
+
+    def get(self, name: str) -> ModelSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.specs))
+            raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.specs)
+
+
+def _tables(text: str, origin: str) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"model catalogue {origin} is not valid TOML: {exc}") from exc
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"model catalogue {origin}: [models] must be a table of tables")
+    return models
+
+
+def parse_catalog(*sources: tuple[str, str]) -> Catalog:
+    """Merge (text, origin) TOML sources; a later source overrides a model of the same name whole."""
+    merged: dict[str, dict[str, Any]] = {}
+    origins: dict[str, str] = {}
+    for text, origin in sources:
+        for name, table in _tables(text, origin).items():
+            merged[name] = table
+            origins[name] = origin
+    specs: dict[str, ModelSpec] = {}
+    for name, table in merged.items():
+        try:
+            specs[name] = ModelSpec(name=name, **table)
+        except ValidationError as exc:
+            raise ConfigError(f"model {name!r} in {origins[name]}: {exc}") from exc
+    return Catalog(specs)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    builtin = resources.files("cutout_fleet.config").joinpath(BUILTIN_CATALOG).read_text("utf-8")
+    sources = [(builtin, "the built-in catalogue")]
+    if settings.model_catalog is not None:
+        path = Path(settings.model_catalog)
+        if not path.is_file():
+            raise ConfigError(f"CUTOUT_MODEL_CATALOG: {path} does not exist")
+        sources.append((path.read_text("utf-8"), str(path)))
+    return parse_catalog(*sources)

