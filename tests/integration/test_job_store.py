@@ -1,0 +1,100 @@
+"""Job accounting against the real Redis, and the in-memory store held to the same behaviour."""
+
+from __future__ import annotations
+
+import pytest
+
+from cutout_fleet.jobs import JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
+from cutout_fleet.outcomes import Outcome, failed
+
+TTL_S = 3600
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request, redis_client):  # type: ignore[no-untyped-def]
+    if request.param == "redis":
+        return RedisJobStore(redis_client, TTL_S)
+    return MemoryJobStore()
+
+
+def _job(store, job_id: str = "job-1") -> str:  # type: ignore[no-untyped-def]
+    store.create(JobSpec(job_id, "s3://in/p/", "s3://out/o", "u2netp", "cpu", {"model": "u2netp"}))
+    return job_id
+
+
+def _ok(key: str) -> Outcome:
+    return Outcome(key, "succeeded", f"o/{key}", "u2netp", timings_ms={"model": 1.0})
+
+
+def test_a_new_job_is_running_with_zero_counts(store) -> None:  # type: ignore[no-untyped-def]
+    job = store.get(_job(store))
+    assert job.state == "running" and not job.final
+    assert job.counts() == {"total": 0, "queued": 0, "succeeded": 0, "failed": 0, "skipped": 0, "ignored": 0}
+
+
+def test_a_job_id_cannot_be_created_twice(store) -> None:  # type: ignore[no-untyped-def]
+    _job(store)
+    with pytest.raises(JobExists):
+        _job(store)
+
+
+def test_an_outcome_delivered_twice_is_counted_once(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    store.add_items(job_id, 2, 0)
+    assert store.record(job_id, _ok("a")) == (True, False)
+    assert store.record(job_id, _ok("a")) == (False, False)
+    assert store.record(job_id, failed("a", None, "u2netp", "undecodable", "x")) == (False, False)
+    job = store.get(job_id)
+    assert (job.succeeded, job.failed, job.queued) == (1, 0, 1)
+    assert [o.key for o in store.iter_outcomes(job_id)] == ["a"]
+    assert store.is_recorded(job_id, "a") and not store.is_recorded(job_id, "b")
+
+
+def test_items_finishing_before_the_listing_ends_do_not_complete_the_job(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    store.add_items(job_id, 1, 0)
+    assert store.record(job_id, _ok("a")) == (True, False)  # total not final yet
+    assert store.get(job_id).state == "running"
+    assert store.finalize(job_id) is True  # the producer's finalize is the one that completes it
+    assert store.get(job_id).state == "done"
+    assert store.finalize(job_id) is False  # and only once
+
+
+def test_the_last_outcome_completes_a_finalized_job_exactly_once(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    store.add_items(job_id, 2, 3)
+    assert store.finalize(job_id) is False
+    assert store.record(job_id, _ok("a")) == (True, False)
+    assert store.record(job_id, failed("b", "o/b", "u2netp", "undecodable", "bad")) == (True, True)
+    assert store.record(job_id, _ok("b")) == (False, False)
+    job = store.get(job_id)
+    assert job.state == "done" and job.finished_at is not None
+    assert job.counts() == {"total": 2, "queued": 0, "succeeded": 1, "failed": 1, "skipped": 0, "ignored": 3}
+
+
+def test_an_empty_job_is_done_when_finalized(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    assert store.finalize(job_id) is True
+
+
+def test_output_claims_report_the_first_owner_and_forgive_the_same_key(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    assert store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/b.jpg", "o/b.png")]) == [None, None]
+    assert store.claim_outputs(job_id, [("p/a.png", "o/a.png"), ("p/a.jpg", "o/a.png")]) == ["p/a.jpg", None]
+
+
+def test_redis_job_keys_expire(redis_client) -> None:  # type: ignore[no-untyped-def]
+    store = RedisJobStore(redis_client, TTL_S)
+    job_id = _job(store)
+    store.claim_outputs(job_id, [("a", "o/a")])
+    store.add_items(job_id, 1, 0)
+    store.record(job_id, _ok("a"))
+    for key in redis_client.scan_iter(f"cf:job:{{{job_id}}}*"):
+        assert 0 < redis_client.ttl(key) <= TTL_S, key
+    assert redis_client.ttl(job_key(job_id)) > 0 and redis_client.ttl(claims_key(job_id)) > 0
+
+
+def test_an_outcome_for_an_expired_job_is_not_recorded(redis_client) -> None:  # type: ignore[no-untyped-def]
+    store = RedisJobStore(redis_client, TTL_S)
+    assert store.record("gone", _ok("a")) == (False, False)
+    assert list(redis_client.scan_iter("cf:job:{gone}*")) == []
