@@ -14,6 +14,8 @@ REPORTS_DIR = "_reports"
 
 def is_image_key(key: str) -> bool:
     """True when the key ends in an image extension (any case)."""
+    if key.endswith("/"):
+        return False  # a folder marker such as `photos.jpg/`; PurePosixPath would drop the slash
     return PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS
 
 
@@ -25,15 +27,12 @@ def join_key(prefix: str, rest: str) -> str:
 
 def relative_key(key: str, source_prefix: str) -> str:
     """The part of `key` below `source_prefix` (a folder-like prefix or a plain string prefix)."""
-    if source_prefix and key.startswith(source_prefix):
-        rest = key[len(source_prefix) :]
-    else:
-        rest = key
+    rest = key[len(source_prefix) :] if source_prefix and key.startswith(source_prefix) else key
     return rest.lstrip("/")
 
 
 def output_key(key: str, source_prefix: str, out_prefix: str, extension: str) -> str:
-    """`OUT/<key relative to the source prefix>` with the extension replaced: shoes/a.jpg -> OUT/shoes/a.png."""
+    """`OUT/<key below the source prefix>` with the extension replaced: shoes/a.jpg -> OUT/shoes/a.png."""
     rel = relative_key(key, source_prefix)
     stem, _ = posixpath.splitext(rel)
     return join_key(out_prefix, stem + extension)
@@ -50,10 +49,10 @@ def safe_local_path(root: Path, key: str) -> Path:
     if "\x00" in key:
         raise PermanentError(f"object key {key!r} contains a NUL byte", code="unsafe_key")
     parts = PurePosixPath(key).parts
-    if key.startswith("/") or any(part in ("..", "") for part in parts) or "\\" in key:
+    # `""` and `.` have no parts and would name `root` itself.
+    if not parts or key.startswith("/") or ".." in parts or "\\" in key:
         raise PermanentError(f"object key {key!r} is not a safe relative path", code="unsafe_key")
     path = root.joinpath(*parts)
-    resolved_root = root.resolve()
-    if resolved_root not in path.resolve().parents and path.resolve() != resolved_root:
+    if root.resolve() not in path.resolve().parents:
         raise PermanentError(f"object key {key!r} leaves the folder {root}", code="unsafe_key")
     return path

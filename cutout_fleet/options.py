@@ -85,7 +85,8 @@ def options_hash(options: ImageOptions, model_checksum: str) -> str:
     """
     defaults = ImageOptions(model=options.model)
     changed = {
-        name: value
+        # `+ 0.0` folds -0.0 into 0.0: equal options must give equal hashes.
+        name: value + 0.0 if isinstance(value, float) else value
         for name, value in options.model_dump().items()
         if name == "model" or value != getattr(defaults, name)
     }

@@ -17,7 +17,8 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 
 # Truncated files must fail, not decode half-grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-Image.init()  # register every plugin up front before `formats=` is checked (multi-picture JPEGs open through the JPEG plugin)
+# Register every plugin up front, before `formats=` is checked (multi-picture JPEGs open through JPEG).
+Image.init()
 
 _SRGB = ImageCms.createProfile("sRGB")
 
@@ -48,7 +49,11 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
             image.seek(0)  # animated GIF/WebP: the first frame
             image.load()
     except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"{name}: {exc}") from exc
+        # Pillow refuses absurd headers (over twice its own limit) inside open(), before our check.
+        raise ImageTooLarge(
+            f"{name}: {exc} Refused before decoding; the limit is {max_pixels:,} pixels "
+            "(CUTOUT_LIMITS__MAX_PIXELS)"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise UndecodableImage(
             f"{name}: not a supported image (expected one of {', '.join(ALLOWED_FORMATS)})"
@@ -59,9 +64,7 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
         raise ImageTooLarge(f"{name}: decoding ran out of memory") from exc
 
     try:
-        image = _upright(image)
-        image = _to_srgb(image)
-        rgb, alpha = _split_alpha(_to_8bit(image))
+        rgb, alpha = _split_alpha(_to_8bit(_to_srgb(_upright(image))))
     except (OSError, ValueError) as exc:
         raise UndecodableImage(f"{name}: cannot convert the image to RGB ({exc})") from exc
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
@@ -84,13 +87,17 @@ def _upright(image: Image.Image) -> Image.Image:
 def _to_srgb(image: Image.Image) -> Image.Image:
     """Convert pixels with an embedded ICC profile to sRGB, since outputs carry no profile."""
     icc = image.info.get("icc_profile")
-    if not icc or image.mode not in ("RGB", "RGBA", "CMYK", "L", "LA"):
+    if not icc:
         return image
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
     except (OSError, ImageCms.PyCMSError):
         return image  # an unreadable profile: keep the pixels as they are
-    if image.mode in ("L", "LA"):
+    if image.mode in ("P", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        # Palette colours need converting like any others, and a tRNS colour key would not
+        # survive the conversion (ImageCms drops .info): go to RGB(A) first.
+        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+    if image.mode not in ("RGB", "RGBA", "CMYK"):
         return image  # grey profiles: nothing to gain, and ImageCms output would need RGB input
     has_alpha = image.mode == "RGBA"
     try:
@@ -113,8 +120,11 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     """Bring 16-bit, 32-bit integer and float images to 8 bits by scaling, not by clipping."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if values.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), mode="L")
+        # 16-bit modes always span 0..65535, even when this photo happens to be dark; only the
+        # 32-bit "I" mode is ambiguous (some decoders widen 8- or 16-bit data into it).
+        sixteen_bit = image.mode != "I" or values.max(initial=0) > 255
+        scale = 257.0 if sixteen_bit else 1.0
+        return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), mode="L")
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
         if values.max(initial=0) <= 1.0:
@@ -123,12 +133,15 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def _split_alpha(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
-    """RGB for the model (transparent areas flattened onto white) and the source alpha, if any."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         "transparency" in image.info and image.mode in ("P", "L", "RGB")
     )
-    if not has_alpha:
+
+
+def _split_alpha(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
+    """RGB for the model (transparent areas flattened onto white) and the source alpha, if any."""
+    if not _has_alpha(image):
         return image.convert("RGB"), None
     rgba = image.convert("RGBA")
     alpha = np.asarray(rgba.getchannel("A"))

@@ -69,7 +69,9 @@ def refine_mask(
     source_alpha: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float mask at the original size -> the final uint8 alpha."""
-    alpha = offset_mask(blur_mask(to_uint8(apply_sensitivity(mask, sensitivity)), mask_blur_px), mask_offset_px)
+    alpha = offset_mask(
+        blur_mask(to_uint8(apply_sensitivity(mask, sensitivity)), mask_blur_px), mask_offset_px
+    )
     if source_alpha is not None:
         # What was transparent in the source stays transparent in the cutout.
         alpha = np.minimum(alpha, source_alpha)

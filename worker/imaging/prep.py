@@ -14,6 +14,7 @@ Activation = Literal["none", "sigmoid"]
 # with LANCZOS: near-identical masks, much cheaper on 6000 px photos.
 REDUCING_GAP = 3.0
 _EPS = 1e-6
+_FLOAT32 = np.dtype(np.float32)
 
 
 def smart_resize(image: Image.Image, size_wh: tuple[int, int]) -> Image.Image:
@@ -30,10 +31,10 @@ def to_model_input(
     scale: Scale,
     mean: tuple[float, float, float] | None,
     std: tuple[float, float, float] | None,
-    dtype: np.dtype = np.dtype(np.float32),
+    dtype: np.dtype = _FLOAT32,
 ) -> np.ndarray:
     """An RGB image -> a [1, 3, H, W] tensor as the model's contract wants it."""
-    pixels = np.asarray(smart_resize(image.convert("RGB"), size_wh), dtype=np.float32)
+    pixels: np.ndarray = np.asarray(smart_resize(image.convert("RGB"), size_wh), dtype=np.float32)
     # rembg divides by the image's own maximum, not 255; the spec says which this model expects.
     divisor = max(float(pixels.max()), _EPS) if scale == "max" else 255.0
     pixels = pixels / divisor
@@ -44,7 +45,7 @@ def to_model_input(
 
 def output_to_mask(raw: np.ndarray, activation: Activation) -> np.ndarray:
     """A raw [1, 1, H, W] (or [H, W]) output -> a float32 HxW mask in 0..1, min-max stretched."""
-    pred = np.asarray(raw, dtype=np.float32)
+    pred: np.ndarray = np.asarray(raw, dtype=np.float32)
     pred = pred.reshape(pred.shape[-2:])
     if activation == "sigmoid":
         pred = 1.0 / (1.0 + np.exp(-np.clip(pred, -80.0, 80.0)))
@@ -58,6 +59,6 @@ def output_to_mask(raw: np.ndarray, activation: Activation) -> np.ndarray:
 def mask_to_size(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Resize a float mask to the original image size (LANCZOS, as rembg does), clipped to 0..1."""
     if (mask.shape[1], mask.shape[0]) == size_wh:
-        return mask.astype(np.float32, copy=False)
+        return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
     resized = Image.fromarray(mask.astype(np.float32), mode="F").resize(size_wh, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
