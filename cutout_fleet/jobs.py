@@ -1,8 +1,11 @@
-"""Job state: counts, per-key outcomes and output claims.  Redis for the fleet, memory for `cutout run`.
+"""Job state: counts, per-key outcomes, claims, lifecycle.  Redis for the fleet, memory for `cutout run`.
 
-Counting is exact under redelivery because an outcome is recorded at most once per key (HSETNX in
-one Lua script with the counters).  A job is done when its total is final and every item has an
-outcome; exactly one caller (the last outcome, or the producer's finalize) is told "you completed it".
+Counting is exact under redelivery because an outcome is recorded at most once per key (HSETNX of
+the key's outcome line, in one Lua script with the counters).  A job is done when its total is
+final and every item has an outcome; exactly one caller (the last outcome, the producer's finalize,
+or a resume) is told "you completed it", and that caller has the report written.
+
+States: running -> done | cancelled | stopped (failure guard; `resume` -> running).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol
 
 import redis
@@ -21,26 +25,47 @@ from cutout_fleet.outcomes import Outcome
 # Redis key layout, in one place.  {id} keeps a job's keys in one cluster hash slot.
 KEY_PREFIX = "cf"
 JOBS_INDEX = f"{KEY_PREFIX}:jobs"  # zset job_id -> created_at
+FAIL_PREFIX = "fail:"  # job hash fields counting failures by error code
+
+RUNNING, DONE, CANCELLED, STOPPED = "running", "done", "cancelled", "stopped"
 
 
 def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}"
 
 
-def items_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{{{job_id}}}:items"  # hash key -> final status
+def outcomes_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{{{job_id}}}:outcomes"  # hash key -> Outcome JSON (once per key)
 
 
 def claims_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}:claims"  # hash output key -> source key
 
 
-def outcomes_key(job_id: str) -> str:
-    return f"{KEY_PREFIX}:job:{{{job_id}}}:outcomes"  # list of Outcome JSON lines
+def parked_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{{{job_id}}}:parked"  # list of task payloads held while stopped
+
+
+def job_keys(job_id: str) -> list[str]:
+    return [job_key(job_id), outcomes_key(job_id), claims_key(job_id), parked_key(job_id)]
 
 
 def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class Claim(Enum):
+    NEW = "new"  # first time this job sees the key: count and enqueue it
+    AGAIN = "again"  # the same key was enqueued before (a second enqueue of the job): skip silently
+    COLLISION = "collision"  # another key already maps to this output
+
+
+@dataclass(frozen=True)
+class FailureGuard:
+    """Stop a job whose failure rate passes `max_failure_ratio` after `min_items` processed items."""
+
+    min_items: int = 1000
+    max_failure_ratio: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,8 @@ class JobSpec:
     model: str
     queue: str
     options: dict[str, object]
+    force: bool = False
+    guard: FailureGuard = field(default_factory=FailureGuard)
 
 
 @dataclass
@@ -61,9 +88,11 @@ class JobRecord:
     model: str
     queue: str
     options: dict[str, object]
-    state: str  # running | done
+    state: str
     created_at: float
+    force: bool = False
     finished_at: float | None = None
+    first_outcome_at: float | None = None
     final: bool = False
     total: int = 0  # items accepted so far; the job's total once `final`
     ignored: int = 0
@@ -71,7 +100,8 @@ class JobRecord:
     failed: int = 0
     skipped: int = 0
     report_key: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    stop_reason: str | None = None
+    failures_by_code: dict[str, int] = field(default_factory=dict)
 
     @property
     def finished(self) -> int:
@@ -97,21 +127,31 @@ class JobRecord:
             "state": self.state,
             "final": self.final,
             **self.counts(),
+            "failures_by_code": self.failures_by_code,
             "source": self.source,
             "out": self.out,
             "model": self.model,
             "queue": self.queue,
             "options": self.options,
+            "force": self.force,
             "created_at": self.created_at,
+            "first_outcome_at": self.first_outcome_at,
             "finished_at": self.finished_at,
             "report_key": self.report_key,
+            "stop_reason": self.stop_reason,
         }
+
+
+class JobExists(Exception):
+    pass
 
 
 class JobStore(Protocol):
     def create(self, spec: JobSpec) -> None: ...
     def get(self, job_id: str) -> JobRecord | None: ...
-    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[str | None]: ...
+    def claim_outputs(
+        self, job_id: str, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[Claim, str | None]]: ...
     def add_items(self, job_id: str, accepted: int, ignored: int) -> None: ...
     def finalize(self, job_id: str) -> bool: ...
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]: ...
@@ -120,33 +160,39 @@ class JobStore(Protocol):
     def set_report(self, job_id: str, report_key: str) -> None: ...
 
 
-class JobExists(Exception):
-    pass
-
-
-# Returns {recorded, completed}: recorded=0 when this key already had an outcome (a redelivery).
+# ARGV: key, status, line, now, ttl, error code.  Returns {recorded, completed, stopped}.
 _RECORD_LUA = """
-local job, items, outcomes = KEYS[1], KEYS[2], KEYS[3]
-local key, status, line, now, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-if redis.call('EXISTS', job) == 0 then return {0, 0} end
-if redis.call('HSETNX', items, key, status) == 0 then return {0, 0} end
+local job, outcomes = KEYS[1], KEYS[2]
+local key, status, line, now, ttl, code = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+if redis.call('EXISTS', job) == 0 then return {0, 0, 0} end
+if redis.call('HSETNX', outcomes, key, line) == 0 then return {0, 0, 0} end
 redis.call('HINCRBY', job, status, 1)
-redis.call('RPUSH', outcomes, line)
+if status == 'failed' then redis.call('HINCRBY', job, 'fail:' .. code, 1) end
+redis.call('HSETNX', job, 'first_outcome_at', now)
 redis.call('EXPIRE', job, ttl)
-redis.call('EXPIRE', items, ttl)
 redis.call('EXPIRE', outcomes, ttl)
-local f = redis.call('HMGET', job, 'final', 'state', 'total', 'succeeded', 'failed', 'skipped')
-local finished = tonumber(f[4] or 0) + tonumber(f[5] or 0) + tonumber(f[6] or 0)
-if f[1] == '1' and f[2] == 'running' and finished >= tonumber(f[3] or 0) then
-  redis.call('HSET', job, 'state', 'done', 'finished_at', now)
-  return {1, 1}
+local f = redis.call('HMGET', job, 'final', 'state', 'total', 'succeeded', 'failed', 'skipped',
+                      'guard_min', 'guard_ratio')
+local succeeded, failed, skipped = tonumber(f[4] or 0), tonumber(f[5] or 0), tonumber(f[6] or 0)
+if f[2] ~= 'running' then return {1, 0, 0} end
+local processed = succeeded + failed
+local guard_min, guard_ratio = tonumber(f[7] or 0), tonumber(f[8] or 1)
+if status == 'failed' and guard_min > 0 and processed >= guard_min and failed / processed > guard_ratio then
+  redis.call('HSET', job, 'state', 'stopped', 'stop_reason',
+    string.format('failure guard: %d of %d processed items failed (over %d%%); ' ..
+                  'fix the cause, then `cutout resume`', failed, processed, math.floor(guard_ratio * 100)))
+  return {1, 0, 1}
 end
-return {1, 0}
+if f[1] == '1' and succeeded + failed + skipped >= tonumber(f[3] or 0) then
+  redis.call('HSET', job, 'state', 'done', 'finished_at', now)
+  return {1, 1, 0}
+end
+return {1, 0, 0}
 """
 
+# Mark the total final (or re-check after a resume); completes the job when nothing is left.
 _FINALIZE_LUA = """
-local job = KEYS[1]
-local now = ARGV[1]
+local job, now = KEYS[1], ARGV[1]
 if redis.call('EXISTS', job) == 0 then return 0 end
 redis.call('HSET', job, 'final', '1')
 local f = redis.call('HMGET', job, 'state', 'total', 'succeeded', 'failed', 'skipped')
@@ -158,6 +204,30 @@ end
 return 0
 """
 
+# Forget the failed outcomes of the given keys so they can be processed again (retry).
+_UNRECORD_FAILED_LUA = """
+local job, outcomes = KEYS[1], KEYS[2]
+local n = 0
+for i = 1, #ARGV do
+  local line = redis.call('HGET', outcomes, ARGV[i])
+  if line then
+    local outcome = cjson.decode(line)
+    if outcome['status'] == 'failed' then
+      redis.call('HDEL', outcomes, ARGV[i])
+      redis.call('HINCRBY', job, 'failed', -1)
+      redis.call('HINCRBY', job, 'fail:' .. (outcome['error_code'] or 'unknown'), -1)
+      n = n + 1
+    end
+  end
+end
+if n > 0 then
+  redis.call('HSET', job, 'state', 'running')
+  redis.call('HDEL', job, 'finished_at', 'report_key', 'stop_reason')
+end
+return n
+"""
+
+_STRING_FIELDS = ("source", "out", "model", "queue", "state", "report_key", "stop_reason")
 _INT_FIELDS = ("total", "ignored", "succeeded", "failed", "skipped")
 
 
@@ -169,30 +239,47 @@ class RedisJobStore:
         self.ttl_s = ttl_s
         self._record = client.register_script(_RECORD_LUA)
         self._finalize = client.register_script(_FINALIZE_LUA)
+        self._unrecord_failed = client.register_script(_UNRECORD_FAILED_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobStore:
         client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
         return cls(client, ttl_s)
 
+    # -- creation and reading -------------------------------------------------------------------
     def create(self, spec: JobSpec) -> None:
+        """Create the job; creating it again with the same definition is allowed (a second enqueue)."""
         key = job_key(spec.job_id)
         now = time.time()
-        fields = {
-            "source": spec.source,
-            "out": spec.out,
-            "model": spec.model,
-            "queue": spec.queue,
-            "options": json.dumps(spec.options, sort_keys=True),
-            "state": "running",
-            "final": "0",
-            "created_at": repr(now),
-            **{name: 0 for name in _INT_FIELDS},
-        }
+        options = json.dumps(spec.options, sort_keys=True)
         if not self.r.hsetnx(key, "created_at", repr(now)):
-            raise JobExists(f"job {spec.job_id!r} already exists; pick another --job-id")
+            existing = self.get(spec.job_id)
+            if existing and (existing.source, existing.out, existing.options) == (
+                spec.source,
+                spec.out,
+                spec.options,
+            ):
+                return
+            raise JobExists(
+                f"job {spec.job_id!r} already exists with other inputs or options; pick another --job-id"
+            )
         pipe = self.r.pipeline()
-        pipe.hset(key, mapping=fields)
+        pipe.hset(
+            key,
+            mapping={
+                "source": spec.source,
+                "out": spec.out,
+                "model": spec.model,
+                "queue": spec.queue,
+                "options": options,
+                "force": int(spec.force),
+                "state": RUNNING,
+                "final": 0,
+                "guard_min": spec.guard.min_items,
+                "guard_ratio": repr(spec.guard.max_failure_ratio),
+                **dict.fromkeys(_INT_FIELDS, 0),
+            },
+        )
         pipe.expire(key, self.ttl_s)
         pipe.zadd(JOBS_INDEX, {spec.job_id: now})
         # The index would grow forever otherwise; a job older than the TTL has expired anyway.
@@ -201,42 +288,53 @@ class RedisJobStore:
 
     def get(self, job_id: str) -> JobRecord | None:
         raw = self.r.hgetall(job_key(job_id))
-        if not raw:
+        if not raw or b"source" not in raw:
             return None
         data = {k.decode(): v.decode() for k, v in raw.items()}
-        finished_at = data.get("finished_at")
+
+        def number(name: str) -> float | None:
+            return float(data[name]) if data.get(name) else None
+
         return JobRecord(
             job_id=job_id,
-            source=data.get("source", ""),
-            out=data.get("out", ""),
-            model=data.get("model", ""),
-            queue=data.get("queue", ""),
             options=json.loads(data.get("options", "{}")),
-            state=data.get("state", "running"),
             created_at=float(data.get("created_at", 0)),
-            finished_at=float(finished_at) if finished_at else None,
+            finished_at=number("finished_at"),
+            first_outcome_at=number("first_outcome_at"),
             final=data.get("final") == "1",
-            report_key=data.get("report_key") or None,
+            force=data.get("force") == "1",
+            failures_by_code={
+                k.removeprefix(FAIL_PREFIX): int(v)
+                for k, v in data.items()
+                if k.startswith(FAIL_PREFIX) and int(v)
+            },
+            **{name: data.get(name) or None for name in ("report_key", "stop_reason")},
+            **{name: data.get(name, "") for name in ("source", "out", "model", "queue", "state")},
             **{name: int(data.get(name, 0)) for name in _INT_FIELDS},
         )
 
-    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[str | None]:
-        """Claim each output key for its source key; returns the other source key where one won first."""
+    def recent(self, limit: int = 20) -> list[JobRecord]:
+        ids = [i.decode() for i in self.r.zrevrange(JOBS_INDEX, 0, limit - 1)]
+        records = [self.get(job_id) for job_id in ids]
+        return [r for r in records if r is not None]
+
+    # -- enqueueing -------------------------------------------------------------------------------
+    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[Claim, str | None]]:
+        """Claim each output key for its source key, in one round trip (plus one for the losers)."""
         key = claims_key(job_id)
         pipe = self.r.pipeline(transaction=False)
         for source_key, out_key in pairs:
             pipe.hsetnx(key, out_key, source_key)
-        claimed = pipe.execute()
+        pipe.expire(key, self.ttl_s)
+        claimed = pipe.execute()[:-1]
+        results: list[tuple[Claim, str | None]] = [(Claim.NEW, None)] * len(pairs)
         losers = [i for i, ok in enumerate(claimed) if not ok]
-        owners: list[str | None] = [None] * len(pairs)
         if losers:
-            values = self.r.hmget(key, [pairs[i][1] for i in losers])
-            for i, value in zip(losers, values, strict=True):
-                owner = value.decode() if value is not None else None
-                # Re-enqueueing the same key is not a collision with itself.
-                owners[i] = owner if owner != pairs[i][0] else None
-        self.r.expire(key, self.ttl_s)
-        return owners
+            owners = self.r.hmget(key, [pairs[i][1] for i in losers])
+            for i, owner_raw in zip(losers, owners, strict=True):
+                owner = owner_raw.decode() if owner_raw is not None else None
+                results[i] = (Claim.AGAIN, None) if owner == pairs[i][0] else (Claim.COLLISION, owner)
+        return results
 
     def add_items(self, job_id: str, accepted: int, ignored: int) -> None:
         pipe = self.r.pipeline()
@@ -247,32 +345,80 @@ class RedisJobStore:
     def finalize(self, job_id: str) -> bool:
         return bool(self._finalize(keys=[job_key(job_id)], args=[repr(time.time())]))
 
+    # -- outcomes ---------------------------------------------------------------------------------
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]:
-        keys = [job_key(job_id), items_key(job_id), outcomes_key(job_id)]
-        args = [outcome.key, outcome.status, outcome.to_json(), repr(time.time()), self.ttl_s]
-        recorded, completed = self._record(keys=keys, args=args)
+        """(recorded, completed): recorded is False for a key that already had its outcome."""
+        recorded, completed, _stopped = self._record(
+            keys=[job_key(job_id), outcomes_key(job_id)],
+            args=[
+                outcome.key,
+                outcome.status,
+                outcome.to_json(),
+                repr(time.time()),
+                self.ttl_s,
+                outcome.error_code or "unknown",
+            ],
+        )
         return bool(recorded), bool(completed)
 
     def is_recorded(self, job_id: str, key: str) -> bool:
-        return bool(self.r.hexists(items_key(job_id), key))
+        return bool(self.r.hexists(outcomes_key(job_id), key))
 
-    def iter_outcomes(self, job_id: str, chunk: int = 1000) -> Iterator[Outcome]:
-        start = 0
-        while True:
-            lines = self.r.lrange(outcomes_key(job_id), start, start + chunk - 1)
-            if not lines:
-                return
-            for line in lines:
-                yield Outcome.from_json(line)
-            start += len(lines)
+    def iter_outcomes(self, job_id: str) -> Iterator[Outcome]:
+        for _key, line in self.r.hscan_iter(outcomes_key(job_id), count=1000):
+            yield Outcome.from_json(line)
 
     def set_report(self, job_id: str, report_key: str) -> None:
         self.r.hset(job_key(job_id), "report_key", report_key)
 
-    def recent(self, limit: int = 20) -> list[JobRecord]:
-        ids = [i.decode() for i in self.r.zrevrange(JOBS_INDEX, 0, limit - 1)]
-        records = [self.get(job_id) for job_id in ids]
-        return [r for r in records if r is not None]
+    # -- lifecycle --------------------------------------------------------------------------------
+    def set_state(
+        self, job_id: str, state: str, *, only_from: Sequence[str], reason: str | None = None
+    ) -> bool:
+        """Move to `state` if the job is in one of `only_from` (checked and set atomically)."""
+        key = job_key(job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = pipe.hget(key, "state")
+                    if current is None or current.decode() not in only_from:
+                        pipe.reset()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, "state", state)
+                    if reason is not None:
+                        pipe.hset(key, "stop_reason", reason)
+                    if state in (DONE, CANCELLED):
+                        pipe.hset(key, "finished_at", repr(time.time()))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def unrecord_failed(self, job_id: str, keys: Sequence[str]) -> int:
+        """Forget these keys' failed outcomes so they can run again; returns how many were forgotten."""
+        return int(self._unrecord_failed(keys=[job_key(job_id), outcomes_key(job_id)], args=list(keys)))
+
+    def failed_keys(self, job_id: str) -> Iterator[Outcome]:
+        for outcome in self.iter_outcomes(job_id):
+            if outcome.status == "failed":
+                yield outcome
+
+    def park(self, job_id: str, payload: str) -> None:
+        """Hold a task of a stopped job until `resume` or `retry` re-publishes it."""
+        pipe = self.r.pipeline()
+        pipe.rpush(parked_key(job_id), payload)
+        pipe.expire(parked_key(job_id), self.ttl_s)
+        pipe.execute()
+
+    def take_parked(self, job_id: str, chunk: int = 500) -> Iterator[str]:
+        while True:
+            items = self.r.lpop(parked_key(job_id), chunk)
+            if not items:
+                return
+            for item in items:
+                yield item.decode()
 
 
 class MemoryJobStore:
@@ -280,36 +426,52 @@ class MemoryJobStore:
 
     def __init__(self) -> None:
         self.jobs: dict[str, JobRecord] = {}
-        self.items: dict[str, dict[str, str]] = {}
         self.claims: dict[str, dict[str, str]] = {}
-        self.outcomes: dict[str, list[Outcome]] = {}
+        self.outcomes: dict[str, dict[str, Outcome]] = {}
 
     def create(self, spec: JobSpec) -> None:
-        if spec.job_id in self.jobs:
-            raise JobExists(f"job {spec.job_id!r} already exists")
+        existing = self.jobs.get(spec.job_id)
+        if existing is not None:
+            if (existing.source, existing.out, existing.options) == (spec.source, spec.out, spec.options):
+                return
+            raise JobExists(f"job {spec.job_id!r} already exists with other inputs or options")
         self.jobs[spec.job_id] = JobRecord(
-            spec.job_id, spec.source, spec.out, spec.model, spec.queue, spec.options, "running", time.time()
+            spec.job_id,
+            spec.source,
+            spec.out,
+            spec.model,
+            spec.queue,
+            spec.options,
+            RUNNING,
+            time.time(),
+            force=spec.force,
         )
-        self.items[spec.job_id], self.claims[spec.job_id], self.outcomes[spec.job_id] = {}, {}, []
+        self.claims[spec.job_id], self.outcomes[spec.job_id] = {}, {}
 
     def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 
-    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[str | None]:
+    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[Claim, str | None]]:
         claims = self.claims[job_id]
-        owners: list[str | None] = []
+        results: list[tuple[Claim, str | None]] = []
         for source_key, out_key in pairs:
-            owner = claims.setdefault(out_key, source_key)
-            owners.append(owner if owner != source_key else None)
-        return owners
+            owner = claims.get(out_key)
+            if owner is None:
+                claims[out_key] = source_key
+                results.append((Claim.NEW, None))
+            elif owner == source_key:
+                results.append((Claim.AGAIN, None))
+            else:
+                results.append((Claim.COLLISION, owner))
+        return results
 
     def add_items(self, job_id: str, accepted: int, ignored: int) -> None:
         self.jobs[job_id].total += accepted
         self.jobs[job_id].ignored += ignored
 
     def _complete_if_done(self, job: JobRecord) -> bool:
-        if job.final and job.state == "running" and job.finished >= job.total:
-            job.state, job.finished_at = "done", time.time()
+        if job.final and job.state == RUNNING and job.finished >= job.total:
+            job.state, job.finished_at = DONE, time.time()
             return True
         return False
 
@@ -319,20 +481,23 @@ class MemoryJobStore:
         return self._complete_if_done(job)
 
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]:
-        items = self.items[job_id]
-        if outcome.key in items:
+        outcomes = self.outcomes[job_id]
+        if outcome.key in outcomes:
             return False, False
-        items[outcome.key] = outcome.status
+        outcomes[outcome.key] = outcome
         job = self.jobs[job_id]
         setattr(job, outcome.status, getattr(job, outcome.status) + 1)
-        self.outcomes[job_id].append(outcome)
+        if outcome.status == "failed":
+            code = outcome.error_code or "unknown"
+            job.failures_by_code[code] = job.failures_by_code.get(code, 0) + 1
+        job.first_outcome_at = job.first_outcome_at or time.time()
         return True, self._complete_if_done(job)
 
     def is_recorded(self, job_id: str, key: str) -> bool:
-        return key in self.items[job_id]
+        return key in self.outcomes[job_id]
 
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]:
-        yield from self.outcomes[job_id]
+        yield from self.outcomes[job_id].values()
 
     def set_report(self, job_id: str, report_key: str) -> None:
         self.jobs[job_id].report_key = report_key

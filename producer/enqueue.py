@@ -6,13 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cutout_fleet.producer.listing import ListingChunk, iter_listing_chunks
-
-from cutout_fleet.jobs import JobSpec, JobStore, new_job_id
+from cutout_fleet.jobs import Claim, JobSpec, JobStore, new_job_id
 from cutout_fleet.keys import output_key
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import failed
+from cutout_fleet.producer.listing import ListingChunk, iter_listing_chunks
 from cutout_fleet.storage import Location, Storage
 
 
@@ -38,6 +37,7 @@ class EnqueueResult:
     ignored: int = 0
     collisions: int = 0
     tasks: int = 0
+    again: int = 0  # keys this job had already enqueued (a second enqueue of the same job)
 
 
 def enqueue_job(
@@ -89,17 +89,18 @@ def _enqueue_chunk(
         (key, output_key(key, request.source.prefix, request.out.prefix, options.extension))
         for key in chunk.images
     ]
-    owners = store.claim_outputs(job_id, pairs) if pairs else []
+    claims = store.claim_outputs(job_id, pairs) if pairs else []
+    new_pairs = [pair for pair, (claim, _) in zip(pairs, claims, strict=True) if claim is not Claim.AGAIN]
     # Count before publishing, so a fast worker can never finish more items than the job has.
-    store.add_items(job_id, len(pairs), chunk.ignored)
+    store.add_items(job_id, len(new_pairs), chunk.ignored)
     ready: list[str] = []
-    for (key, out_key), owner in zip(pairs, owners, strict=True):
-        if owner is None:
+    for (key, out_key), (claim, owner) in zip(pairs, claims, strict=True):
+        if claim is Claim.NEW:
             ready.append(key)
-            continue
-        counts.collisions += 1
-        message = f"{key} would overwrite {out_key}, already the output of {owner}; rename one of them"
-        store.record(job_id, failed(key, out_key, options.model, "output_collision", message))
+        elif claim is Claim.COLLISION:
+            counts.collisions += 1
+            message = f"{key} would overwrite {out_key}, already the output of {owner}; rename one of them"
+            store.record(job_id, failed(key, out_key, options.model, "output_collision", message))
     messages = [
         TaskMessage(
             job_id=job_id,
@@ -112,6 +113,7 @@ def _enqueue_chunk(
     ]
     if messages:
         publisher.publish(request.queue, messages)
-    counts.total += len(pairs)
+    counts.total += len(new_pairs)
+    counts.again += len(pairs) - len(new_pairs)
     counts.ignored += chunk.ignored
     counts.tasks += len(messages)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cutout_fleet.jobs import JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
+from cutout_fleet.jobs import Claim, JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
 from cutout_fleet.outcomes import Outcome, failed
 
 TTL_S = 3600
@@ -32,10 +32,17 @@ def test_a_new_job_is_running_with_zero_counts(store) -> None:  # type: ignore[n
     assert job.counts() == {"total": 0, "queued": 0, "succeeded": 0, "failed": 0, "skipped": 0, "ignored": 0}
 
 
-def test_a_job_id_cannot_be_created_twice(store) -> None:  # type: ignore[no-untyped-def]
+def test_creating_the_same_job_again_keeps_it_and_its_counts(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    store.add_items(job_id, 3, 0)
+    _job(store)
+    assert store.get(job_id).total == 3
+
+
+def test_a_job_id_cannot_be_reused_for_other_inputs(store) -> None:  # type: ignore[no-untyped-def]
     _job(store)
     with pytest.raises(JobExists):
-        _job(store)
+        store.create(JobSpec("job-1", "s3://in/other/", "s3://out/o", "u2netp", "cpu", {"model": "u2netp"}))
 
 
 def test_an_outcome_delivered_twice_is_counted_once(store) -> None:  # type: ignore[no-untyped-def]
@@ -77,10 +84,12 @@ def test_an_empty_job_is_done_when_finalized(store) -> None:  # type: ignore[no-
     assert store.finalize(job_id) is True
 
 
-def test_output_claims_report_the_first_owner_and_forgive_the_same_key(store) -> None:  # type: ignore[no-untyped-def]
+def test_output_claims_name_the_first_owner_and_recognise_the_same_key(store) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(store)
-    assert store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/b.jpg", "o/b.png")]) == [None, None]
-    assert store.claim_outputs(job_id, [("p/a.png", "o/a.png"), ("p/a.jpg", "o/a.png")]) == ["p/a.jpg", None]
+    first = store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/b.jpg", "o/b.png")])
+    assert first == [(Claim.NEW, None), (Claim.NEW, None)]
+    second = store.claim_outputs(job_id, [("p/a.png", "o/a.png"), ("p/a.jpg", "o/a.png")])
+    assert second == [(Claim.COLLISION, "p/a.jpg"), (Claim.AGAIN, None)]
 
 
 def test_redis_job_keys_expire(redis_client) -> None:  # type: ignore[no-untyped-def]
