@@ -113,11 +113,26 @@ def _job_store(settings: Settings):  # type: ignore[no-untyped-def]
 
 @click.group()
 @click.version_option(package_name="cutout-fleet")
-def main() -> None:
+def cli() -> None:
     """Remove backgrounds from catalog photos at scale: S3 prefix -> Redis -> Celery workers -> S3."""
 
 
-@main.command()
+def main() -> None:
+    """Console entry point: service outages become one readable line, not a traceback."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    try:
+        cli()
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        kombu.exceptions.OperationalError,
+    ) as exc:
+        _fail(f"cannot reach Redis (CUTOUT_REDIS_URL): {exc}")
+
+
+@cli.command()
 @click.argument("source")
 @click.option("--out", "out", required=True, help="Output location: s3://BUCKET/PREFIX.")
 @image_options
@@ -177,7 +192,7 @@ def enqueue(
         )
 
 
-@main.command()
+@cli.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--wait", is_flag=True, help="Block with a progress bar until the job is done.")
@@ -204,7 +219,7 @@ def status(job_id: str, as_json: bool, wait: bool) -> None:
     click.echo(json.dumps(job.as_dict(), sort_keys=True) if as_json else format_status(job))
 
 
-@main.command()
+@cli.command()
 @click.argument("job_id")
 def report(job_id: str) -> None:
     """Print where a finished job's report is, writing it first if it is missing."""
@@ -220,7 +235,8 @@ def report(job_id: str) -> None:
         _fail(str(exc))
     if job.state != "done":
         _fail(
-            f"job {job_id} is still {job.state} ({job.queued} items queued); the report is written when it ends"
+            f"job {job_id} is still {job.state} ({job.queued} items queued); "
+            "the report is written when it ends"
         )
     out = parse_location(job.out)
     key = job.report_key or write_report(store, open_storage(out, settings.s3), job_id)
@@ -229,7 +245,7 @@ def report(job_id: str) -> None:
     click.echo(base + key.removesuffix(".jsonl") + ".summary.json")
 
 
-@main.command()
+@cli.command()
 @click.option("--limit", default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def jobs(limit: int, as_json: bool) -> None:
@@ -241,7 +257,7 @@ def jobs(limit: int, as_json: bool) -> None:
         click.echo(json.dumps(job.as_dict(), sort_keys=True) if as_json else format_status(job))
 
 
-@main.command()
+@cli.command()
 @click.argument("source")
 @click.option("--out", "out", required=True, help="Output folder or s3://BUCKET/PREFIX.")
 @image_options
@@ -295,7 +311,7 @@ def run(
         sys.exit(1)
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queue", "-Q", default="cpu", show_default=True, help="Queue(s) to consume, comma-separated.")
 @click.option(
     "--concurrency", "-c", type=int, default=None, help="Processes [default: CUTOUT_WORKER__CONCURRENCY]."
@@ -333,7 +349,7 @@ def worker(
     app.worker_main(argv)
 
 
-@main.group()
+@cli.group()
 def models() -> None:
     """List and fetch model files."""
 

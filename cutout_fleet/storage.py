@@ -149,7 +149,8 @@ class S3Storage:
             if length > max_bytes:
                 response["Body"].close()
                 raise ImageTooLarge(
-                    f"{self._uri(key)}: {length:,} bytes, over the limit of {max_bytes:,} (CUTOUT_LIMITS__MAX_BYTES)"
+                    f"{self._uri(key)}: {length:,} bytes, over the limit of {max_bytes:,} "
+                    "(CUTOUT_LIMITS__MAX_BYTES)"
                 )
             data = response["Body"].read()
         except (ClientError, BotoCoreError) as exc:

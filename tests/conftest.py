@@ -40,7 +40,9 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url).ping()
     except redis.ConnectionError as exc:
-        pytest.fail(f"the tests need a real Redis at {url} (start redis-server, or set CUTOUT_TEST_REDIS_URL): {exc}")
+        pytest.fail(
+            f"the tests need a real Redis at {url} (start redis-server, or set CUTOUT_TEST_REDIS_URL): {exc}"
+        )
     return url
 
 
@@ -123,7 +125,9 @@ def real_model_dir() -> Path:
 
     path = find()
     if path is None or not (path / "u2netp.onnx").is_file():
-        pytest.skip("the real u2netp.onnx is not available: set CUTOUT_MODEL_DIR or run `cutout models pull u2netp`")
+        pytest.skip(
+            "the real u2netp.onnx is not available: set CUTOUT_MODEL_DIR or run `cutout models pull u2netp`"
+        )
     return path
 
 

@@ -7,10 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cutout_fleet.config.settings import Settings
-from cutout_fleet.worker.models.catalog import Catalog
-from cutout_fleet.worker.pipeline import ItemContext, MaskPredictor, process_item
-from cutout_fleet.worker.sessions import SessionPool
-
 from cutout_fleet.errors import ConfigError, CutoutError, ModelError
 from cutout_fleet.jobs import JobStore
 from cutout_fleet.keys import output_key
@@ -18,6 +14,9 @@ from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
 from cutout_fleet.outcomes import Outcome, failed
 from cutout_fleet.storage import Storage, parse_location
+from cutout_fleet.worker.models.catalog import Catalog
+from cutout_fleet.worker.pipeline import ItemContext, MaskPredictor, process_item
+from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
 

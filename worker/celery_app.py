@@ -10,9 +10,9 @@ import logging
 import sys
 
 from celery import Celery, signals
-from cutout_fleet.config.settings import Settings, load_settings
 from kombu import Queue
 
+from cutout_fleet.config.settings import Settings, load_settings
 from cutout_fleet.errors import ConfigError
 
 log = logging.getLogger(__name__)

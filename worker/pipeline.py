@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
+
 from cutout_fleet.config.settings import ImageLimits
+from cutout_fleet.errors import PermanentError, TransientError
+from cutout_fleet.options import ImageOptions
+from cutout_fleet.outcomes import Outcome, failed
+from cutout_fleet.storage import Storage
 from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
 from cutout_fleet.worker.imaging.mask import refine_mask
 from cutout_fleet.worker.imaging.prep import mask_to_size
-from PIL import Image
-
-from cutout_fleet.errors import PermanentError, TransientError
-from cutout_fleet.options import ImageOptions
-from cutout_fleet.outcomes import Outcome, failed
-from cutout_fleet.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ from functools import lru_cache
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
-from cutout_fleet.worker.celery_app import app, settings
-from cutout_fleet.worker.models.catalog import load_catalog
-from cutout_fleet.worker.sessions import SessionPool
 
 from cutout_fleet.errors import TransientError
 from cutout_fleet.jobs import RedisJobStore
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, InvalidMessage, parse_message
 from cutout_fleet.reports import write_report
 from cutout_fleet.storage import Storage, open_storage, parse_location, s3_client
+from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
+from cutout_fleet.worker.celery_app import app, settings
+from cutout_fleet.worker.models.catalog import load_catalog
+from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
 

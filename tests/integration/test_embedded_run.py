@@ -36,11 +36,18 @@ def test_a_folder_of_photos_becomes_a_folder_of_cutouts_with_reports(tmp_path, e
     photos = sample_catalog()
     _write_tree(src, {**photos, "bad/broken.jpg": truncated_jpeg(), "notes.txt": b"hello"})
 
-    result = run_cli(cutout_bin, env, "run", str(src), "--out", str(dest), "--job-id", "demo", "--json", check=False)
+    result = run_cli(
+        cutout_bin, env, "run", str(src), "--out", str(dest), "--job-id", "demo", "--json", check=False
+    )
 
     assert result.returncode == 1, result.stderr  # one item failed, so the exit code says so
     job = json.loads(result.stdout)
-    assert (job["total"], job["succeeded"], job["failed"], job["ignored"]) == (len(photos) + 1, len(photos), 1, 1)
+    assert (job["total"], job["succeeded"], job["failed"], job["ignored"]) == (
+        len(photos) + 1,
+        len(photos),
+        1,
+        1,
+    )
     for key, data in photos.items():
         cutout = Image.open(dest / (key.rsplit(".", 1)[0] + ".png"))
         assert cutout.mode == "RGBA" and cutout.size == Image.open(io.BytesIO(data)).size
@@ -58,7 +65,9 @@ def test_options_reach_the_pixels_in_embedded_mode(tmp_path, env, cutout_bin) ->
     src, dest = tmp_path / "photos", tmp_path / "cutouts"
     _write_tree(src, {"coffee.png": sample_catalog()["shoes/coffee.png"]})
 
-    run_cli(cutout_bin, env, "run", str(src), "--out", str(dest), "--background", "#ff0000", "--format", "webp")
+    run_cli(
+        cutout_bin, env, "run", str(src), "--out", str(dest), "--background", "#ff0000", "--format", "webp"
+    )
 
     out = Image.open(dest / "coffee.webp")
     assert out.format == "WEBP" and out.mode == "RGB"
@@ -66,10 +75,16 @@ def test_options_reach_the_pixels_in_embedded_mode(tmp_path, env, cutout_bin) ->
     assert corner[0] > 200 and corner[1] < 60 and corner[2] < 60  # the background is red
 
 
-def test_embedded_mode_reads_and_writes_s3_too(tmp_path, env, cutout_bin, s3_client, s3_endpoint, new_bucket) -> None:  # type: ignore[no-untyped-def]
+def test_embedded_mode_reads_and_writes_s3_too(
+    tmp_path, env, cutout_bin, s3_client, s3_endpoint, new_bucket
+) -> None:  # type: ignore[no-untyped-def]
     bucket = new_bucket("emb")
     s3_client.put_object(Bucket=bucket, Key="in/cat.png", Body=sample_catalog()["shoes/chelsea.png"])
-    env = {**env, "CUTOUT_S3__ENDPOINT_URL": s3_endpoint, **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")}}
+    env = {
+        **env,
+        "CUTOUT_S3__ENDPOINT_URL": s3_endpoint,
+        **{k: os.environ[k] for k in os.environ if k.startswith("AWS_")},
+    }
 
     run_cli(cutout_bin, env, "run", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--job-id", "s3job")
 
@@ -80,6 +95,8 @@ def test_embedded_mode_reads_and_writes_s3_too(tmp_path, env, cutout_bin, s3_cli
 def test_a_missing_model_stops_before_any_work_with_the_pull_command(tmp_path, env, cutout_bin) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "photos").mkdir()
     env = {**env, "CUTOUT_MODEL_DIR": str(tmp_path / "empty")}
-    result = run_cli(cutout_bin, env, "run", str(tmp_path / "photos"), "--out", str(tmp_path / "o"), check=False)
+    result = run_cli(
+        cutout_bin, env, "run", str(tmp_path / "photos"), "--out", str(tmp_path / "o"), check=False
+    )
     assert result.returncode == 2
     assert "cutout models pull u2netp" in result.stderr

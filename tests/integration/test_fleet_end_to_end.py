@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,8 +38,11 @@ def fleet(redis_url, s3_endpoint, model_setup, cutout_bin, tmp_path_factory):  #
         s3_endpoint=s3_endpoint,
         model_dir=model_dir,
         catalog=catalog,
-        extra={"CUTOUT_WORKER__MODELS": json.dumps(MODELS), "CUTOUT_ITEMS_PER_TASK": "3",
-               "CUTOUT_WORKER__INTRA_OP_THREADS": "1"},
+        extra={
+            "CUTOUT_WORKER__MODELS": json.dumps(MODELS),
+            "CUTOUT_ITEMS_PER_TASK": "3",
+            "CUTOUT_WORKER__INTRA_OP_THREADS": "1",
+        },
     )
     worker = start_worker(cutout_bin, env, tmp_path_factory.mktemp("logs"), concurrency=2)
     yield env, worker
@@ -68,11 +70,25 @@ def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(
     src_bucket, out_bucket = new_bucket("in"), new_bucket("out")
     photos = sample_catalog()
     etags = _upload(s3_client, src_bucket, "catalog/", photos)
-    _upload(s3_client, src_bucket, "catalog/", {"bags/notes.txt": b"not an image", "bad/broken.jpg": truncated_jpeg()})
+    _upload(
+        s3_client,
+        src_bucket,
+        "catalog/",
+        {"bags/notes.txt": b"not an image", "bad/broken.jpg": truncated_jpeg()},
+    )
 
     # When the producer enqueues the prefix and we wait for the job
-    job = run_cli_json(cutout_bin, env, "enqueue", f"s3://{src_bucket}/catalog/", "--out",
-                       f"s3://{out_bucket}/cutouts", "--model", model, "--json")
+    job = run_cli_json(
+        cutout_bin,
+        env,
+        "enqueue",
+        f"s3://{src_bucket}/catalog/",
+        "--out",
+        f"s3://{out_bucket}/cutouts",
+        "--model",
+        model,
+        "--json",
+    )
     assert job["total"] == len(photos) + 1 and job["ignored"] == 1
     status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=240)
 
@@ -98,13 +114,19 @@ def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(
     by_key = {line["key"]: line for line in lines}
     assert set(by_key) == {"catalog/" + k for k in photos} | {"catalog/bad/broken.jpg"}
     broken = by_key["catalog/bad/broken.jpg"]
-    assert broken["status"] == "failed" and broken["error_code"] == "undecodable" and "truncated" in broken["error"]
+    assert (
+        broken["status"] == "failed"
+        and broken["error_code"] == "undecodable"
+        and "truncated" in broken["error"]
+    )
     good = by_key["catalog/shoes/astronaut.png"]
     assert good["status"] == "succeeded" and good["model"] == model
     assert good["output_key"] == "cutouts/shoes/astronaut.png"
     assert {"download", "decode", "model", "mask", "encode", "upload"} <= set(good["timings_ms"])
     summary = json.loads(
-        s3_client.get_object(Bucket=out_bucket, Key=f"cutouts/_reports/{job['job_id']}.summary.json")["Body"].read()
+        s3_client.get_object(Bucket=out_bucket, Key=f"cutouts/_reports/{job['job_id']}.summary.json")[
+            "Body"
+        ].read()
     )
     assert summary["counts"]["succeeded"] == len(photos) and summary["failures_by_code"] == {"undecodable": 1}
     located = run_cli(cutout_bin, env, "report", job["job_id"]).stdout.split()
@@ -117,14 +139,19 @@ def test_two_inputs_with_one_output_name_fail_the_later_one_as_a_collision(
     env, _ = fleet
     src_bucket, out_bucket = new_bucket("in"), new_bucket("out")
     photos = sample_catalog()
-    _upload(s3_client, src_bucket, "p/", {"a.jpg": photos["bags/coffee.JPG"], "a.png": photos["shoes/coffee.png"]})
+    _upload(
+        s3_client, src_bucket, "p/", {"a.jpg": photos["bags/coffee.JPG"], "a.png": photos["shoes/coffee.png"]}
+    )
 
-    job = run_cli_json(cutout_bin, env, "enqueue", f"s3://{src_bucket}/p/", "--out", f"s3://{out_bucket}/o",
-                       "--json")
+    job = run_cli_json(
+        cutout_bin, env, "enqueue", f"s3://{src_bucket}/p/", "--out", f"s3://{out_bucket}/o", "--json"
+    )
     status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=120)
 
     assert (status["succeeded"], status["failed"]) == (1, 1)
-    lines = {line["key"]: line for line in _read_jsonl(s3_client, out_bucket, f"o/_reports/{job['job_id']}.jsonl")}
+    lines = {
+        line["key"]: line for line in _read_jsonl(s3_client, out_bucket, f"o/_reports/{job['job_id']}.jsonl")
+    }
     assert lines["p/a.jpg"]["status"] == "succeeded"
     assert lines["p/a.png"]["error_code"] == "output_collision" and "p/a.jpg" in lines["p/a.png"]["error"]
     meta = s3_client.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
@@ -139,10 +166,17 @@ def test_invalid_options_enqueue_nothing_and_exit_2(fleet, s3_client, new_bucket
     _upload(s3_client, bucket, "p/", {"a.png": sample_catalog()["shoes/coffee.png"]})
     client = redis.Redis.from_url(redis_url)
     jobs_before = client.zcard("cf:jobs")
-    for bad in (["--background", "#12345"], ["--sensitivity", "1.5"], ["--mask-blur", "65"],
-                ["--mask-offset", "-65"], ["--model", "no-such-model"], ["--format", "gif"]):
-        result = run_cli(cutout_bin, env, "enqueue", f"s3://{bucket}/p/", "--out", f"s3://{bucket}/o", *bad,
-                         check=False)
+    for bad in (
+        ["--background", "#12345"],
+        ["--sensitivity", "1.5"],
+        ["--mask-blur", "65"],
+        ["--mask-offset", "-65"],
+        ["--model", "no-such-model"],
+        ["--format", "gif"],
+    ):
+        result = run_cli(
+            cutout_bin, env, "enqueue", f"s3://{bucket}/p/", "--out", f"s3://{bucket}/o", *bad, check=False
+        )
         assert result.returncode == 2, (bad, result.stderr)
         assert "Error" in result.stderr or "cutout:" in result.stderr
     assert client.zcard("cf:jobs") == jobs_before

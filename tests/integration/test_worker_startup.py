@@ -25,7 +25,10 @@ def test_plain_celery_worker_without_its_model_does_not_start(tmp_path, redis_ur
     celery = str(Path(sys.executable).parent / "celery")
     result = subprocess.run(
         [celery, "-A", "cutout_fleet.worker.celery_app", "worker", "-Q", "cpu", "--concurrency", "1"],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "cutout models pull u2netp" in result.stderr + result.stdout

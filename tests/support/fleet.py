@@ -57,7 +57,12 @@ class WorkerProcess:
 
 
 def start_worker(
-    cutout_bin: str, env: Mapping[str, str], log_dir: Path, *, queue: str = "cpu", concurrency: int = 1,
+    cutout_bin: str,
+    env: Mapping[str, str],
+    log_dir: Path,
+    *,
+    queue: str = "cpu",
+    concurrency: int = 1,
     ready_timeout_s: float = 90,
 ) -> WorkerProcess:
     """Start `cutout worker` and return once it answers a ping (not after a sleep)."""
@@ -65,9 +70,23 @@ def start_worker(
     log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [cutout_bin, "worker", "--queue", queue, "--concurrency", str(concurrency), "--hostname", hostname,
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-            env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+            [
+                cutout_bin,
+                "worker",
+                "--queue",
+                queue,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                hostname,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     worker = WorkerProcess(proc, hostname, log_path)
     app = Celery(broker=env["CUTOUT_REDIS_URL"])
@@ -87,11 +106,16 @@ def start_worker(
         app.close()
 
 
-def run_cli(cutout_bin: str, env: Mapping[str, str], *args: str, timeout_s: float = 300,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([cutout_bin, *args], env=dict(env), capture_output=True, text=True, timeout=timeout_s)
+def run_cli(
+    cutout_bin: str, env: Mapping[str, str], *args: str, timeout_s: float = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [cutout_bin, *args], env=dict(env), capture_output=True, text=True, timeout=timeout_s
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"cutout {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"cutout {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 

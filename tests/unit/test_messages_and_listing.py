@@ -11,7 +11,9 @@ from cutout_fleet.storage import LocalStorage, parse_location
 
 
 def _payload(**changes: object) -> dict:
-    message = TaskMessage(job_id="j1", source="s3://in/p/", out="s3://out/o", options=ImageOptions(), keys=["p/a.jpg"])
+    message = TaskMessage(
+        job_id="j1", source="s3://in/p/", out="s3://out/o", options=ImageOptions(), keys=["p/a.jpg"]
+    )
     return {**message.model_dump(mode="json"), **changes}
 
 

@@ -52,7 +52,9 @@ def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path) -> None:  # ty
         ("CUTOUT_WORKER__VISIBILITY_TIMEOUT_S", "10"),
     ],
 )
-def test_an_invalid_value_fails_at_start_up_naming_its_variable(monkeypatch, variable: str, value: str) -> None:  # type: ignore[no-untyped-def]
+def test_an_invalid_value_fails_at_start_up_naming_its_variable(
+    monkeypatch, variable: str, value: str
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as info:
         load_settings()
