@@ -50,6 +50,13 @@ class ImageLimits(BaseModel):
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = 6
 
 
+class GuardSettings(BaseModel):
+    """A job stops itself when more than this share of its items fail after this many (like S3 Batch)."""
+
+    min_items: Annotated[int, Field(ge=0)] = 1000  # 0 turns the guard off
+    max_failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+
 class WorkerSettings(BaseModel):
     concurrency: Annotated[int, Field(ge=1)] = 1
     # 0 lets onnxruntime use every core; with concurrency > 1 set this to cores / concurrency.
@@ -88,6 +95,7 @@ class Settings(BaseSettings):
     items_per_task: Annotated[int, Field(ge=1, le=256)] = 16
     limits: ImageLimits = Field(default_factory=ImageLimits)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
     job_ttl_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     status_poll_s: Annotated[float, Field(gt=0)] = 0.5
 

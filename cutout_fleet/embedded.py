@@ -12,6 +12,7 @@ from cutout_fleet.jobs import JobRecord, MemoryJobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
+from cutout_fleet.producer.listing import iter_listing_chunks, output_inside
 from cutout_fleet.reports import write_report
 from cutout_fleet.storage import Location, Storage, open_storage, parse_location
 from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
@@ -65,10 +66,11 @@ def run_embedded(
         return open_storage(parse_location(uri), settings.s3)
 
     publisher = _CollectingPublisher()
+    source_storage = storage_for(source.uri)
     result = enqueue_job(
-        EnqueueRequest(source, out, options, EMBEDDED_QUEUE, settings.items_per_task, job_id),
+        EnqueueRequest(source, out, options, lambda _model: EMBEDDED_QUEUE, settings.items_per_task, job_id),
         store,
-        storage_for(source.uri),
+        iter_listing_chunks(source_storage, source.prefix, exclude_prefix=output_inside(source, out)),
         publisher,
     )
     if on_total:

@@ -50,6 +50,14 @@ def job_keys(job_id: str) -> list[str]:
     return [job_key(job_id), outcomes_key(job_id), claims_key(job_id), parked_key(job_id)]
 
 
+def rate_key(model: str) -> str:
+    return f"{KEY_PREFIX}:rate:{model}"  # recent per-item milliseconds on this fleet
+
+
+RATE_SAMPLES = 200
+RATE_TTL_S = 7 * 24 * 3600
+
+
 def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
@@ -77,6 +85,7 @@ class JobSpec:
     queue: str
     options: dict[str, object]
     force: bool = False
+    mapping: str = "relative"  # how output keys are made: see keys.map_output_key
     guard: FailureGuard = field(default_factory=FailureGuard)
 
 
@@ -91,6 +100,7 @@ class JobRecord:
     state: str
     created_at: float
     force: bool = False
+    mapping: str = "relative"
     finished_at: float | None = None
     first_outcome_at: float | None = None
     final: bool = False
@@ -134,6 +144,7 @@ class JobRecord:
             "queue": self.queue,
             "options": self.options,
             "force": self.force,
+            "mapping": self.mapping,
             "created_at": self.created_at,
             "first_outcome_at": self.first_outcome_at,
             "finished_at": self.finished_at,
@@ -156,6 +167,9 @@ class JobStore(Protocol):
     def finalize(self, job_id: str) -> bool: ...
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]: ...
     def is_recorded(self, job_id: str, key: str) -> bool: ...
+    def state(self, job_id: str) -> str | None: ...
+    def add_rate_sample(self, model: str, item_ms: float) -> None: ...
+    def park(self, job_id: str, payload: str) -> None: ...
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]: ...
     def set_report(self, job_id: str, report_key: str) -> None: ...
 
@@ -172,15 +186,19 @@ redis.call('HSETNX', job, 'first_outcome_at', now)
 redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', outcomes, ttl)
 local f = redis.call('HMGET', job, 'final', 'state', 'total', 'succeeded', 'failed', 'skipped',
-                      'guard_min', 'guard_ratio')
+                      'guard_min', 'guard_ratio', 'guard_base_processed', 'guard_base_failed')
 local succeeded, failed, skipped = tonumber(f[4] or 0), tonumber(f[5] or 0), tonumber(f[6] or 0)
 if f[2] ~= 'running' then return {1, 0, 0} end
-local processed = succeeded + failed
+-- The guard looks at items processed since the last resume, so a fixed cause gets a fresh start.
+local processed = succeeded + failed - tonumber(f[9] or 0)
+local failed_since = failed - tonumber(f[10] or 0)
 local guard_min, guard_ratio = tonumber(f[7] or 0), tonumber(f[8] or 1)
-if status == 'failed' and guard_min > 0 and processed >= guard_min and failed / processed > guard_ratio then
+local tripped = guard_min > 0 and processed >= guard_min and failed_since / processed > guard_ratio
+if status == 'failed' and tripped then
   redis.call('HSET', job, 'state', 'stopped', 'stop_reason',
     string.format('failure guard: %d of %d processed items failed (over %d%%); ' ..
-                  'fix the cause, then `cutout resume`', failed, processed, math.floor(guard_ratio * 100)))
+                  'fix the cause, then `cutout resume`',
+                  failed_since, processed, math.floor(guard_ratio * 100)))
   return {1, 0, 1}
 end
 if f[1] == '1' and succeeded + failed + skipped >= tonumber(f[3] or 0) then
@@ -273,6 +291,7 @@ class RedisJobStore:
                 "queue": spec.queue,
                 "options": options,
                 "force": int(spec.force),
+                "mapping": spec.mapping,
                 "state": RUNNING,
                 "final": 0,
                 "guard_min": spec.guard.min_items,
@@ -309,6 +328,7 @@ class RedisJobStore:
                 if k.startswith(FAIL_PREFIX) and int(v)
             },
             **{name: data.get(name) or None for name in ("report_key", "stop_reason")},
+            mapping=data.get("mapping", "relative"),
             **{name: data.get(name, "") for name in ("source", "out", "model", "queue", "state")},
             **{name: int(data.get(name, 0)) for name in _INT_FIELDS},
         )
@@ -364,6 +384,23 @@ class RedisJobStore:
     def is_recorded(self, job_id: str, key: str) -> bool:
         return bool(self.r.hexists(outcomes_key(job_id), key))
 
+    def state(self, job_id: str) -> str | None:
+        value = self.r.hget(job_key(job_id), "state")
+        return value.decode() if value is not None else None
+
+    def add_rate_sample(self, model: str, item_ms: float) -> None:
+        """Remember how long an item took on this fleet, for dry-run estimates."""
+        key = rate_key(model)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lpush(key, round(item_ms, 1))
+        pipe.ltrim(key, 0, RATE_SAMPLES - 1)
+        pipe.expire(key, RATE_TTL_S)
+        pipe.execute()
+
+    def median_item_ms(self, model: str) -> float | None:
+        samples = sorted(float(v) for v in self.r.lrange(rate_key(model), 0, -1))
+        return samples[len(samples) // 2] if samples else None
+
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]:
         for _key, line in self.r.hscan_iter(outcomes_key(job_id), count=1000):
             yield Outcome.from_json(line)
@@ -385,12 +422,21 @@ class RedisJobStore:
                     if current is None or current.decode() not in only_from:
                         pipe.reset()
                         return False
+                    counts = pipe.hmget(key, "succeeded", "failed")
                     pipe.multi()
                     pipe.hset(key, "state", state)
                     if reason is not None:
                         pipe.hset(key, "stop_reason", reason)
                     if state in (DONE, CANCELLED):
                         pipe.hset(key, "finished_at", repr(time.time()))
+                    if state == RUNNING:
+                        # Re-arm the failure guard: only items processed from now on count.
+                        succeeded, failed = (int(v or 0) for v in counts)
+                        pipe.hset(
+                            key,
+                            mapping={"guard_base_processed": succeeded + failed, "guard_base_failed": failed},
+                        )
+                        pipe.hdel(key, "stop_reason")
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -445,6 +491,7 @@ class MemoryJobStore:
             RUNNING,
             time.time(),
             force=spec.force,
+            mapping=spec.mapping,
         )
         self.claims[spec.job_id], self.outcomes[spec.job_id] = {}, {}
 
@@ -495,6 +542,16 @@ class MemoryJobStore:
 
     def is_recorded(self, job_id: str, key: str) -> bool:
         return key in self.outcomes[job_id]
+
+    def state(self, job_id: str) -> str | None:
+        job = self.jobs.get(job_id)
+        return job.state if job else None
+
+    def add_rate_sample(self, model: str, item_ms: float) -> None:
+        """Embedded runs are not the fleet: their speed says nothing about the workers'."""
+
+    def park(self, job_id: str, payload: str) -> None:
+        raise RuntimeError("embedded jobs are never stopped")
 
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]:
         yield from self.outcomes[job_id].values()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from cutout_fleet.errors import PermanentError
 
@@ -33,7 +34,24 @@ def relative_key(key: str, source_prefix: str) -> str:
 
 def output_key(key: str, source_prefix: str, out_prefix: str, extension: str) -> str:
     """`OUT/<key below the source prefix>` with the extension replaced: shoes/a.jpg -> OUT/shoes/a.png."""
-    rel = relative_key(key, source_prefix)
+    return map_output_key(key, "", source_prefix, out_prefix, extension, "relative")
+
+
+# relative: a prefix job (OUT + key below the source prefix); full: a manifest job (OUT + the whole
+# key); bucket: a manifest spanning buckets (OUT + bucket + whole key).
+KeyMapping = Literal["relative", "full", "bucket"]
+
+
+def map_output_key(
+    key: str, bucket: str, source_prefix: str, out_prefix: str, extension: str, mapping: KeyMapping
+) -> str:
+    """The output key of `key` under each mapping, with the extension replaced by the output format's."""
+    if mapping == "relative":
+        rel = relative_key(key, source_prefix)
+    elif mapping == "full":
+        rel = key.lstrip("/")
+    else:
+        rel = f"{bucket}/{key.lstrip('/')}"
     stem, _ = posixpath.splitext(rel)
     return join_key(out_prefix, stem + extension)
 

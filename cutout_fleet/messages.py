@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cutout_fleet.errors import PermanentError
+from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.options import ImageOptions
 
 MESSAGE_VERSION = 1
@@ -34,6 +35,20 @@ class TaskMessage(BaseModel):
     out: str  # s3://bucket/prefix or a local folder: where outputs and reports go
     options: ImageOptions
     keys: Annotated[list[Key], Field(min_length=1, max_length=MAX_ITEMS_PER_TASK)]
+    mapping: KeyMapping = "relative"
+    versions: dict[str, str] | None = None  # key -> S3 version id (manifests that name versions)
+    force: bool = False  # recompute even when an up-to-date output exists
+    # Options that differ from the job's, recorded with each outcome so `retry` can rebuild the task.
+    item_options: dict[str, object] | None = None
+
+    @property
+    def bucket(self) -> str:
+        return self.source.removeprefix("s3://").partition("/")[0] if self.source.startswith("s3://") else ""
+
+    def output_key(self, key: str, source_prefix: str, out_prefix: str) -> str:
+        return map_output_key(
+            key, self.bucket, source_prefix, out_prefix, self.options.extension, self.mapping
+        )
 
 
 class InvalidMessage(PermanentError):

@@ -19,6 +19,10 @@ class Outcome:
     error_code: str | None = None
     error: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    bucket: str | None = None
+    version: str | None = None
+    # Only options that differ from the job's (per-key manifest options), so `retry` can rebuild the task.
+    options: dict[str, object] | None = None
 
     def to_json(self) -> str:
         record = {k: v for k, v in asdict(self).items() if v is not None}
@@ -29,5 +33,7 @@ class Outcome:
         return cls(**json.loads(line))
 
 
-def failed(key: str, output_key: str | None, model: str, code: str, message: str) -> Outcome:
-    return Outcome(key, "failed", output_key, model, error_code=code, error=message)
+def failed(
+    key: str, output_key: str | None, model: str, code: str, message: str, **context: object
+) -> Outcome:
+    return Outcome(key, "failed", output_key, model, error_code=code, error=message, **context)  # type: ignore[arg-type]

@@ -84,7 +84,7 @@ class Storage(Protocol):
     location: Location
 
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]: ...
-    def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
+    def get(self, key: str, *, max_bytes: int, version: str | None = None) -> StoredObject: ...
     def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None: ...
     def put_file(self, key: str, path: Path, *, content_type: str) -> None: ...
     def head_metadata(self, key: str) -> dict[str, str] | None: ...
@@ -142,9 +142,10 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise translate_s3_error(exc, f"listing {self._uri(prefix)}") from exc
 
-    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+    def get(self, key: str, *, max_bytes: int, version: str | None = None) -> StoredObject:
+        extra = {"VersionId": version} if version else {}
         try:
-            response = self.client.get_object(Bucket=self.location.bucket, Key=key)
+            response = self.client.get_object(Bucket=self.location.bucket, Key=key, **extra)
             length = int(response.get("ContentLength", 0))
             if length > max_bytes:
                 response["Body"].close()
@@ -186,6 +187,7 @@ class S3Storage:
             raise translate_s3_error(exc, self._uri(key)) from exc
         meta = dict(response.get("Metadata", {}))
         meta["etag"] = str(response.get("ETag", "")).strip('"')
+        meta["size"] = str(response.get("ContentLength", ""))
         return meta
 
 
@@ -209,7 +211,7 @@ class LocalStorage:
                     stat = (Path(dirpath) / name).stat()
                     yield ObjectInfo(key, stat.st_size, f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
 
-    def get(self, key: str, *, max_bytes: int) -> StoredObject:
+    def get(self, key: str, *, max_bytes: int, version: str | None = None) -> StoredObject:
         path = safe_local_path(self.root, key)
         try:
             size = path.stat().st_size

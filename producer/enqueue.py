@@ -1,18 +1,19 @@
-"""Create a job from a listing: claim output keys, count, and publish tasks of a few keys each."""
+"""Create a job from a stream of items: claim output keys, count, and publish tasks of a few keys each."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from cutout_fleet.jobs import Claim, JobSpec, JobStore, new_job_id
-from cutout_fleet.keys import output_key
+from cutout_fleet.jobs import Claim, FailureGuard, JobSpec, JobStore, new_job_id
+from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.messages import TaskMessage
-from cutout_fleet.options import ImageOptions
+from cutout_fleet.options import ImageOptions, make_options
 from cutout_fleet.outcomes import failed
-from cutout_fleet.producer.listing import ListingChunk, iter_listing_chunks
-from cutout_fleet.storage import Location, Storage
+from cutout_fleet.producer.listing import ListingChunk, SourceItem
+from cutout_fleet.storage import Location
 
 
 class Publisher(Protocol):
@@ -22,12 +23,15 @@ class Publisher(Protocol):
 
 @dataclass(frozen=True)
 class EnqueueRequest:
-    source: Location
+    source: Location  # the listed prefix, or the manifest's location
     out: Location
-    options: ImageOptions
-    queue: str
+    options: ImageOptions  # the job's defaults; manifest lines may override per key
+    queue_for: Callable[[str], str]  # model name -> queue
     items_per_task: int
     job_id: str | None = None
+    mapping: KeyMapping = "relative"
+    force: bool = False
+    guard: FailureGuard = field(default_factory=FailureGuard)
 
 
 @dataclass
@@ -38,82 +42,138 @@ class EnqueueResult:
     collisions: int = 0
     tasks: int = 0
     again: int = 0  # keys this job had already enqueued (a second enqueue of the same job)
+    queues: set[str] = field(default_factory=set)
+
+
+def effective_options(request: EnqueueRequest, item: SourceItem) -> ImageOptions:
+    if not item.options:
+        return request.options
+    return make_options(**{**request.options.model_dump(), **item.options})
+
+
+def item_source_uri(request: EnqueueRequest, item: SourceItem) -> str:
+    """The URI a task reads from: the listed prefix, or the manifest line's bucket."""
+    return request.source.uri if request.mapping == "relative" else f"s3://{item.bucket}/"
+
+
+def item_output_key(request: EnqueueRequest, item: SourceItem, options: ImageOptions) -> str:
+    prefix = request.source.prefix if request.mapping == "relative" else ""
+    return map_output_key(
+        item.key, item.bucket, prefix, request.out.prefix, options.extension, request.mapping
+    )
+
+
+@dataclass
+class _Batcher:
+    """Fills tasks per (source, options) group so each message stays uniform and full."""
+
+    request: EnqueueRequest
+    publisher: Publisher
+    result: EnqueueResult
+    pending: dict[tuple[str, str], list[SourceItem]] = field(default_factory=dict)
+
+    def add(self, item: SourceItem, options: ImageOptions) -> None:
+        group = (item_source_uri(self.request, item), options.model_dump_json())
+        items = self.pending.setdefault(group, [])
+        items.append(item)
+        if len(items) >= self.request.items_per_task:
+            self._flush(group)
+
+    def flush_all(self) -> None:
+        for group in list(self.pending):
+            self._flush(group)
+
+    def _flush(self, group: tuple[str, str]) -> None:
+        items = self.pending.pop(group)
+        source, options_json = group
+        options = ImageOptions.model_validate_json(options_json)
+        versions = {item.key: item.version for item in items if item.version}
+        message = TaskMessage(
+            job_id=self.result.job_id,
+            source=source,
+            out=self.request.out.uri,
+            options=options,
+            keys=[item.key for item in items],
+            mapping=self.request.mapping,
+            versions=versions or None,
+            force=self.request.force,
+            item_options=items[0].options or None,
+        )
+        queue = self.request.queue_for(options.model)
+        self.publisher.publish(queue, [message])
+        self.result.tasks += 1
+        self.result.queues.add(queue)
 
 
 def enqueue_job(
     request: EnqueueRequest,
     store: JobStore,
-    source: Storage,
+    chunks: Iterable[ListingChunk],
     publisher: Publisher,
     *,
     on_progress: Callable[[int], None] | None = None,
 ) -> EnqueueResult:
-    """List, claim, count and publish.  The job's total is final only once the listing ends."""
+    """Create (or continue) the job, then claim, count and publish chunk by chunk.
+
+    The total is final only once the stream ends; a second enqueue of the same job adds nothing twice.
+    """
     options = request.options
     job_id = request.job_id or new_job_id()
-    # Fail on a wrong bucket or credentials before a job exists, not after.
-    next(iter(source.iter_objects(request.source.prefix)), None)
+    queue = request.queue_for(options.model)
     store.create(
         JobSpec(
             job_id=job_id,
             source=request.source.uri,
             out=request.out.uri,
             model=options.model,
-            queue=request.queue,
-            options=options.model_dump(mode="json"),
+            queue=queue,
+            options=json.loads(options.model_dump_json()),
+            force=request.force,
+            mapping=request.mapping,
+            guard=request.guard,
         )
     )
-    same_bucket = request.source.scheme == request.out.scheme and request.source.bucket == request.out.bucket
-    out_folder = request.out.prefix.strip("/") + "/" if request.out.prefix.strip("/") else None
-    inside = same_bucket and out_folder is not None and out_folder.startswith(request.source.prefix)
-    exclude = out_folder if inside else None
-    counts = EnqueueResult(job_id=job_id)
+    result = EnqueueResult(job_id=job_id)
+    batcher = _Batcher(request, publisher, result)
     try:
-        for chunk in iter_listing_chunks(source, request.source.prefix, exclude_prefix=exclude):
-            _enqueue_chunk(chunk, request, counts, store, publisher)
+        for chunk in chunks:
+            _enqueue_chunk(chunk, request, result, store, batcher)
             if on_progress:
-                on_progress(counts.total)
+                on_progress(result.total)
+        batcher.flush_all()
     finally:
-        # Also when the listing breaks off: what was queued still completes and gets its report.
+        # Also when the stream breaks off: what was queued still completes and gets its report.
         if store.finalize(job_id):
             # Every item finished while we were still listing (or there were none): report now.
-            publisher.job_complete(job_id, request.queue)
-    return counts
+            publisher.job_complete(job_id, queue)
+    return result
 
 
 def _enqueue_chunk(
-    chunk: ListingChunk, request: EnqueueRequest, counts: EnqueueResult, store: JobStore, publisher: Publisher
+    chunk: ListingChunk, request: EnqueueRequest, result: EnqueueResult, store: JobStore, batcher: _Batcher
 ) -> None:
-    options, job_id = request.options, counts.job_id
+    job_id = result.job_id
+    resolved = [(item, effective_options(request, item)) for item in chunk.images]
     pairs = [
-        (key, output_key(key, request.source.prefix, request.out.prefix, options.extension))
-        for key in chunk.images
+        (item.key if not item.bucket else f"{item.bucket}/{item.key}", item_output_key(request, item, opts))
+        for item, opts in resolved
     ]
     claims = store.claim_outputs(job_id, pairs) if pairs else []
-    new_pairs = [pair for pair, (claim, _) in zip(pairs, claims, strict=True) if claim is not Claim.AGAIN]
+    new = sum(claim is not Claim.AGAIN for claim, _ in claims)
     # Count before publishing, so a fast worker can never finish more items than the job has.
-    store.add_items(job_id, len(new_pairs), chunk.ignored)
-    ready: list[str] = []
-    for (key, out_key), (claim, owner) in zip(pairs, claims, strict=True):
+    store.add_items(job_id, new, chunk.ignored)
+    result.total += new
+    result.ignored += chunk.ignored
+    result.again += len(pairs) - new
+    for (item, opts), (_, out_key), (claim, owner) in zip(resolved, pairs, claims, strict=True):
         if claim is Claim.NEW:
-            ready.append(key)
+            batcher.add(item, opts)
         elif claim is Claim.COLLISION:
-            counts.collisions += 1
-            message = f"{key} would overwrite {out_key}, already the output of {owner}; rename one of them"
-            store.record(job_id, failed(key, out_key, options.model, "output_collision", message))
-    messages = [
-        TaskMessage(
-            job_id=job_id,
-            source=request.source.uri,
-            out=request.out.uri,
-            options=options,
-            keys=ready[i : i + request.items_per_task],
-        )
-        for i in range(0, len(ready), request.items_per_task)
-    ]
-    if messages:
-        publisher.publish(request.queue, messages)
-    counts.total += len(new_pairs)
-    counts.again += len(pairs) - len(new_pairs)
-    counts.ignored += chunk.ignored
-    counts.tasks += len(messages)
+            result.collisions += 1
+            message = (
+                f"{item.key} would overwrite {out_key}, already the output of {owner}; rename one of them"
+            )
+            context = {"bucket": item.bucket} if item.bucket else {}
+            store.record(
+                job_id, failed(item.key, out_key, opts.model, "output_collision", message, **context)
+            )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from cutout_fleet.jobs import JobRecord, JobStore
+from cutout_fleet.jobs import JobRecord, JobStore, RedisJobStore
 
 
 class JobNotFound(LookupError):
@@ -33,7 +35,7 @@ def wait_for_job(
         job = job_status(store, job_id)
         if on_update:
             on_update(job)
-        if job.state == "done":
+        if job.state in ("done", "cancelled", "stopped"):
             return job
         if deadline is not None and time.monotonic() > deadline:
             return job
@@ -45,3 +47,72 @@ def format_status(job: JobRecord) -> str:
     parts = [f"{name} {counts[name]}" for name in ("total", "queued", "succeeded", "failed", "skipped")]
     total_note = "" if job.final else " (listing still running)"
     return f"job {job.job_id}: {job.state}{total_note} | " + ", ".join(parts)
+
+
+RATE_WINDOW_S = 120.0
+
+
+@dataclass
+class RateMeter:
+    """Images per minute over a sliding window of polls (falls back to the job's average)."""
+
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def rate_per_min(self, job: JobRecord, now: float) -> float | None:
+        self.samples.append((now, job.finished))
+        while self.samples and now - self.samples[0][0] > RATE_WINDOW_S:
+            self.samples.popleft()
+        first_t, first_n = self.samples[0]
+        if now - first_t >= 2.0 and job.finished > first_n:
+            return (job.finished - first_n) / (now - first_t) * 60.0
+        if job.first_outcome_at and job.finished:
+            elapsed = (job.finished_at or now) - job.first_outcome_at
+            return job.finished / elapsed * 60.0 if elapsed > 0 else None
+        return None
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    job: JobRecord
+    rate_per_min: float | None
+    eta_s: float | None
+    queue_depths: dict[str, int]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.job.as_dict(),
+            "rate_per_min": None if self.rate_per_min is None else round(self.rate_per_min, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
+            "queue_depths": self.queue_depths,
+        }
+
+
+def live_status(store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter) -> LiveStatus:
+    job = job_status(store, job_id)
+    rate = meter.rate_per_min(job, time.time())
+    eta = job.queued / rate * 60.0 if rate and job.state == "running" else None
+    depths = {queue: int(store.r.llen(queue)) for queue in queues}
+    return LiveStatus(job, rate, eta, depths)
+
+
+def format_live(status: LiveStatus) -> str:
+    job = status.job
+    lines = [format_status(job)]
+    rate = "-" if status.rate_per_min is None else f"{status.rate_per_min:.1f} images/min"
+    eta = "-" if status.eta_s is None else _duration(status.eta_s)
+    depths = ", ".join(f"{q} {n}" for q, n in status.queue_depths.items())
+    lines.append(f"  rate {rate} | ETA {eta} | queue depth: {depths}")
+    if job.failures_by_code:
+        reasons = ", ".join(
+            f"{code} {n}" for code, n in sorted(job.failures_by_code.items(), key=lambda x: -x[1])
+        )
+        lines.append(f"  failures by reason: {reasons}")
+    if job.stop_reason:
+        lines.append(f"  stopped: {job.stop_reason}")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

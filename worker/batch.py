@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, CutoutError, ModelError
-from cutout_fleet.jobs import JobStore
-from cutout_fleet.keys import output_key
+from cutout_fleet.jobs import CANCELLED, STOPPED, JobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
 from cutout_fleet.outcomes import Outcome, failed
@@ -37,7 +37,8 @@ class BatchRuntime:
 class BatchResult:
     recorded: int = 0
     already_done: int = 0
-    unknown_job: bool = False
+    dropped: int = 0  # keys of a cancelled job, or of an expired one
+    parked: int = 0  # keys of a stopped job, held for `resume`
 
 
 def _predictor(runtime: BatchRuntime, model: str) -> Callable[[], MaskPredictor]:
@@ -51,47 +52,73 @@ def _predictor(runtime: BatchRuntime, model: str) -> Callable[[], MaskPredictor]
     return load
 
 
+def _outcome_context(message: TaskMessage) -> dict[str, object]:
+    context: dict[str, object] = {}
+    if message.bucket:
+        context["bucket"] = message.bucket
+    if message.item_options:
+        context["options"] = dict(message.item_options)
+    return context
+
+
+def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
+    spec = runtime.catalog.get(message.options.model)
+    return ItemContext(
+        source=runtime.open_storage(message.source),
+        out=runtime.open_storage(message.out),
+        options=message.options,
+        options_hash=options_hash(message.options, spec.checksum),
+        limits=runtime.settings.limits,
+        predictor=_predictor(runtime, message.options.model),
+        force=message.force,
+        outcome_context=_outcome_context(message),
+    )
+
+
 def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
     """Process each key not yet recorded; TransientError propagates so the caller can retry."""
-    job = runtime.store.get(message.job_id)
-    if job is None:
-        log.warning(
-            "dropping task for unknown or expired job %s (%d keys)", message.job_id, len(message.keys)
-        )
-        return BatchResult(unknown_job=True)
-    source = runtime.open_storage(message.source)
-    out = runtime.open_storage(message.out)
-    options = message.options
+    store, job_id = runtime.store, message.job_id
     source_prefix = parse_location(message.source).prefix
     out_prefix = parse_location(message.out).prefix
-    recorded = already = 0
     try:
-        spec = runtime.catalog.get(options.model)
-        ctx: ItemContext | None = ItemContext(
-            source=source,
-            out=out,
-            options=options,
-            options_hash=options_hash(options, spec.checksum),
-            limits=runtime.settings.limits,
-            predictor=_predictor(runtime, options.model),
-        )
-        catalog_error = None
+        ctx: ItemContext | None = _item_context(message, runtime)
+        setup_error: CutoutError | None = None
     except CutoutError as exc:
-        ctx, catalog_error = None, exc
-    for key in message.keys:
-        out_key = output_key(key, source_prefix, out_prefix, options.extension)
-        if runtime.store.is_recorded(message.job_id, key):
+        ctx, setup_error = None, exc
+    recorded = already = 0
+    for index, key in enumerate(message.keys):
+        # Checked before every key, so `cancel` and the failure guard take effect within one image.
+        state = store.state(job_id)
+        if state is None or state == CANCELLED:
+            log.info("dropping %d keys of %s job %s", len(message.keys) - index, state or "expired", job_id)
+            return BatchResult(recorded, already, dropped=len(message.keys) - index)
+        if state == STOPPED:
+            rest = message.model_copy(update={"keys": message.keys[index:]})
+            store.park(job_id, json.dumps(rest.model_dump(mode="json")))
+            return BatchResult(recorded, already, parked=len(rest.keys))
+        if store.is_recorded(job_id, key):
             already += 1  # a redelivered task: this key's outcome is already counted
             continue
+        out_key = message.output_key(key, source_prefix, out_prefix)
+        version = (message.versions or {}).get(key)
         if ctx is None:
-            outcome: Outcome = failed(key, out_key, options.model, "model_error", str(catalog_error))
+            outcome: Outcome = failed(
+                key,
+                out_key,
+                message.options.model,
+                "model_error",
+                str(setup_error),
+                **_outcome_context(message),
+            )
         else:
-            outcome = process_item(key, out_key, ctx)
-        was_recorded, completed = runtime.store.record(message.job_id, outcome)
+            outcome = process_item(key, out_key, ctx, version=version)
+        was_recorded, completed = store.record(job_id, outcome)
         recorded += was_recorded
+        if was_recorded and outcome.status == "succeeded":
+            store.add_rate_sample(message.options.model, sum(outcome.timings_ms.values()))
         if completed:
-            runtime.on_job_complete(message.job_id, queue)
-    return BatchResult(recorded=recorded, already_done=already)
+            runtime.on_job_complete(job_id, queue)
+    return BatchResult(recorded, already)
 
 
 def fail_remaining(message: TaskMessage, runtime: BatchRuntime, queue: str, code: str, reason: str) -> int:
@@ -102,10 +129,11 @@ def fail_remaining(message: TaskMessage, runtime: BatchRuntime, queue: str, code
     for key in message.keys:
         if runtime.store.is_recorded(message.job_id, key):
             continue
-        out_key = output_key(key, source_prefix, out_prefix, message.options.extension)
-        was_recorded, completed = runtime.store.record(
-            message.job_id, failed(key, out_key, message.options.model, code, f"{key}: {reason}")
+        out_key = message.output_key(key, source_prefix, out_prefix)
+        outcome = failed(
+            key, out_key, message.options.model, code, f"{key}: {reason}", **_outcome_context(message)
         )
+        was_recorded, completed = runtime.store.record(message.job_id, outcome)
         count += was_recorded
         if completed:
             runtime.on_job_complete(message.job_id, queue)

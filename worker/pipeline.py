@@ -105,15 +105,41 @@ class ItemContext:
     options_hash: str
     limits: ImageLimits
     predictor: Callable[[], MaskPredictor]  # lazily: a task whose items all fail early loads nothing
+    force: bool = False
+    # Carried into every Outcome: where the key lives and any per-key options (for reports and retry).
+    outcome_context: dict[str, object] = field(default_factory=dict)
 
 
-def process_item(key: str, output_key: str, ctx: ItemContext) -> Outcome:
+def up_to_date(
+    source: Storage,
+    out: Storage,
+    key: str,
+    output_key: str,
+    options_hash: str,
+    source_etag: str | None = None,
+) -> bool:
+    """True when the output was made from this very source (ETag) with these options (hash)."""
+    existing = out.head_metadata(output_key)
+    if not existing or existing.get(META_OPTIONS_HASH) != options_hash:
+        return False
+    if source_etag is None:
+        source_meta = source.head_metadata(key) or {}
+        source_etag = source_meta.get("etag")
+    return bool(source_etag) and source_etag == existing.get(META_SOURCE_ETAG)
+
+
+def process_item(key: str, output_key: str, ctx: ItemContext, *, version: str | None = None) -> Outcome:
     """Process one key.  Permanent failures become a failed Outcome; TransientError propagates for retry."""
     timings = Timings()
     model = ctx.options.model
+    context = {**ctx.outcome_context, **({"version": version} if version else {})}
     try:
+        if not ctx.force:
+            with timings.stage("check"):
+                if up_to_date(ctx.source, ctx.out, key, output_key, ctx.options_hash):
+                    return Outcome(key, "skipped", output_key, model, timings_ms=timings.ms, **context)  # type: ignore[arg-type]
         with timings.stage("download"):
-            source = ctx.source.get(key, max_bytes=ctx.limits.max_bytes)
+            source = ctx.source.get(key, max_bytes=ctx.limits.max_bytes, version=version)
         cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=key)
         metadata = {
             META_SOURCE_ETAG: source.etag,
@@ -127,19 +153,12 @@ def process_item(key: str, output_key: str, ctx: ItemContext) -> Outcome:
         raise
     except PermanentError as exc:
         log.info("item %s failed: %s (%s)", key, exc, exc.code)
-        return _with_timings(failed(key, output_key, model, exc.code, str(exc)), timings)
+        return failed(key, output_key, model, exc.code, str(exc), timings_ms=timings.ms, **context)
     except MemoryError:
-        return _with_timings(
-            failed(key, output_key, model, "image_too_large", f"{key}: ran out of memory processing it"),
-            timings,
-        )
+        message = f"{key}: ran out of memory processing it"
+        return failed(key, output_key, model, "image_too_large", message, timings_ms=timings.ms, **context)
     except Exception as exc:  # a bug must fail this item, not the worker or the rest of the batch
         log.exception("item %s failed unexpectedly", key)
-        return _with_timings(
-            failed(key, output_key, model, "internal_error", f"{key}: {type(exc).__name__}: {exc}"), timings
-        )
-    return Outcome(key, "succeeded", output_key, model, timings_ms=timings.ms)
-
-
-def _with_timings(outcome: Outcome, timings: Timings) -> Outcome:
-    return Outcome(**{**outcome.__dict__, "timings_ms": timings.ms})
+        message = f"{key}: {type(exc).__name__}: {exc}"
+        return failed(key, output_key, model, "internal_error", message, timings_ms=timings.ms, **context)
+    return Outcome(key, "succeeded", output_key, model, timings_ms=timings.ms, **context)  # type: ignore[arg-type]

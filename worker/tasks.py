@@ -80,11 +80,7 @@ def process_batch(self: Task, payload: object) -> dict[str, object]:
     except SoftTimeLimitExceeded:
         n = fail_remaining(message, rt, queue, "timeout", "the task ran past its time limit")
         return {"timed_out": n}
-    return {
-        "recorded": result.recorded,
-        "already_done": result.already_done,
-        "unknown_job": result.unknown_job,
-    }
+    return dict(result.__dict__)
 
 
 @app.task(name=TASK_FINALIZE_JOB, bind=True, max_retries=MAX_TRANSIENT_RETRIES)

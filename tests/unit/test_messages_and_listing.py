@@ -56,5 +56,5 @@ def test_the_listing_keeps_images_and_counts_the_rest(tmp_path) -> None:  # type
         path.write_bytes(b"x")
     storage = LocalStorage(parse_location(str(tmp_path)))
     chunks = list(iter_listing_chunks(storage, "", exclude_prefix="out/", chunk_size=2))
-    assert [c.images for c in chunks] == [["a.JPG", "b.png"], ["e.tiff"]]
+    assert [[item.key for item in c.images] for c in chunks] == [["a.JPG", "b.png"], ["e.tiff"]]
     assert sum(c.ignored for c in chunks) == 4

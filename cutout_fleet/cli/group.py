@@ -1,0 +1,28 @@
+"""The `cutout` command group and its console entry point."""
+
+from __future__ import annotations
+
+import click
+
+from cutout_fleet.cli.common import fail
+
+
+@click.group()
+@click.version_option(package_name="cutout-fleet")
+def cli() -> None:
+    """Remove backgrounds from catalog photos at scale: S3 prefix -> Redis -> Celery workers -> S3."""
+
+
+def main() -> None:
+    """Console entry point: service outages become one readable line, not a traceback."""
+    import kombu.exceptions
+    import redis.exceptions
+
+    try:
+        cli()
+    except (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        kombu.exceptions.OperationalError,
+    ) as exc:
+        fail(f"cannot reach Redis (CUTOUT_REDIS_URL): {exc}")

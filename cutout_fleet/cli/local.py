@@ -1,0 +1,166 @@
+"""Commands that run on this machine: run (embedded), worker, models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from cutout_fleet.cli.common import (
+    EXIT_USAGE,
+    build_options,
+    fail,
+    image_options,
+    location,
+    settings_or_exit,
+)
+from cutout_fleet.cli.group import cli
+from cutout_fleet.errors import ConfigError, CutoutError
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--out", "out", required=True, help="Output folder or s3://BUCKET/PREFIX.")
+@image_options
+@click.option("--job-id", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the job's final counts as JSON.")
+def run(
+    source: str, out: str, model: str | None, fmt: str, job_id: str | None, as_json: bool, **values: Any
+) -> None:
+    """Process SOURCE into --out on this machine: no Redis, no S3 server (folders or s3:// URIs)."""
+    from cutout_fleet.embedded import run_embedded
+
+    settings = settings_or_exit()
+    options = build_options(settings, model, fmt, **values)
+    src, dst = location(source, "SOURCE"), location(out, "--out")
+    bar: Any = None
+
+    def on_total(total: int) -> None:
+        nonlocal bar
+        bar = click.progressbar(length=max(total, 1), label="cutting out", file=sys.stderr, show_pos=True)
+        bar.__enter__()
+
+    try:
+        result = run_embedded(
+            src,
+            dst,
+            options,
+            settings,
+            job_id=job_id,
+            on_total=on_total,
+            on_item=lambda n: bar.update(n) if bar else None,
+        )
+    except CutoutError as exc:
+        fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else 1)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    job = result.job
+    if as_json:
+        click.echo(json.dumps({**job.as_dict(), "report_key": result.report_key}, sort_keys=True))
+    else:
+        counts = job.counts()
+        click.echo(
+            f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} skipped "
+            f"({counts['ignored']} other files ignored)"
+        )
+        if result.report_key:
+            click.echo(
+                f"report: {dst.uri.rstrip('/')}/{result.report_key.removeprefix(dst.prefix).lstrip('/')}"
+            )
+    if job.failed:
+        sys.exit(1)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--queue", "-Q", default="cpu", show_default=True, help="Queue(s) to consume, comma-separated.")
+@click.option(
+    "--concurrency", "-c", type=int, default=None, help="Processes [default: CUTOUT_WORKER__CONCURRENCY]."
+)
+@click.option("--hostname", "-n", default=None, help="Node name [default: QUEUE@%h].")
+@click.option("--loglevel", "-l", default=None)
+@click.pass_context
+def worker(
+    ctx: click.Context, queue: str, concurrency: int | None, hostname: str | None, loglevel: str | None
+) -> None:
+    """Start a Celery worker on a queue with the fleet's defaults (extra args go to celery)."""
+    settings = settings_or_exit()
+    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.worker.sessions import check_models_installed
+
+    try:
+        check_models_installed(settings, load_catalog(settings))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    from cutout_fleet.worker.celery_app import app
+
+    argv = [
+        "worker",
+        "--queues",
+        queue,
+        "--concurrency",
+        str(concurrency or settings.worker.concurrency),
+        "--loglevel",
+        loglevel or settings.worker.loglevel,
+        "--hostname",
+        hostname or f"{queue.replace(',', '-')}@%h",
+        "--task-events",
+        *ctx.args,
+    ]
+    app.worker_main(argv)
+
+
+@cli.group()
+def models() -> None:
+    """List and fetch model files."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json: bool) -> None:
+    """Each model in the catalogue and whether its file is present in CUTOUT_MODEL_DIR."""
+    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.worker.models.pull import model_status
+
+    settings = settings_or_exit()
+    try:
+        rows = model_status(settings, load_catalog(settings))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if as_json:
+        click.echo(json.dumps([{**row.__dict__, "path": str(row.path)} for row in rows], indent=2))
+        return
+    click.echo(f"model dir: {settings.model_dir}")
+    for row in rows:
+        mark = "present" if row.present else "missing"
+        click.echo(f"  {row.name:<20} {row.queue:<4} {mark:<8} {row.file}")
+
+
+@models.command("pull")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download again even if a verified copy is present.")
+def models_pull(names: tuple[str, ...], force: bool) -> None:
+    """Download models into CUTOUT_MODEL_DIR, checking each against its published checksum."""
+    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.worker.models.pull import pull_model
+
+    settings = settings_or_exit()
+    try:
+        catalog = load_catalog(settings)
+        for name in names:
+            spec = catalog.get(name)
+            with click.progressbar(
+                length=spec.size_bytes or 0, label=f"pulling {name}", file=sys.stderr
+            ) as bar:
+
+                def progress(done: int, total: int | None) -> None:
+                    if total:
+                        bar.length = total
+                    bar.update(done - bar.pos)
+
+                path = pull_model(spec, settings.model_dir, progress=progress, force=force)
+            click.echo(f"{name}: {path} (checksum verified)")
+    except ConfigError as exc:
+        fail(str(exc))
