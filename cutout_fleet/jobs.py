@@ -245,7 +245,20 @@ end
 return n
 """
 
-_STRING_FIELDS = ("source", "out", "model", "queue", "state", "report_key", "stop_reason")
+# ARGV: ttl, then (output key, source key) pairs.  Returns {index, owner} for each key already claimed.
+_CLAIM_LUA = """
+local claims = KEYS[1]
+local losers = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', claims, ARGV[i], ARGV[i + 1]) == 0 then
+    losers[#losers + 1] = i / 2
+    losers[#losers + 1] = redis.call('HGET', claims, ARGV[i])
+  end
+end
+redis.call('EXPIRE', claims, tonumber(ARGV[1]))
+return losers
+"""
+
 _INT_FIELDS = ("total", "ignored", "succeeded", "failed", "skipped")
 
 
@@ -258,6 +271,7 @@ class RedisJobStore:
         self._record = client.register_script(_RECORD_LUA)
         self._finalize = client.register_script(_FINALIZE_LUA)
         self._unrecord_failed = client.register_script(_UNRECORD_FAILED_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobStore:
@@ -340,20 +354,16 @@ class RedisJobStore:
 
     # -- enqueueing -------------------------------------------------------------------------------
     def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[Claim, str | None]]:
-        """Claim each output key for its source key, in one round trip (plus one for the losers)."""
-        key = claims_key(job_id)
-        pipe = self.r.pipeline(transaction=False)
+        """Claim each output key for its source key: one script call for a whole chunk of keys."""
+        args: list[str | int] = [self.ttl_s]
         for source_key, out_key in pairs:
-            pipe.hsetnx(key, out_key, source_key)
-        pipe.expire(key, self.ttl_s)
-        claimed = pipe.execute()[:-1]
+            args += [out_key, source_key]
+        losers = self._claim(keys=[claims_key(job_id)], args=args)
         results: list[tuple[Claim, str | None]] = [(Claim.NEW, None)] * len(pairs)
-        losers = [i for i, ok in enumerate(claimed) if not ok]
-        if losers:
-            owners = self.r.hmget(key, [pairs[i][1] for i in losers])
-            for i, owner_raw in zip(losers, owners, strict=True):
-                owner = owner_raw.decode() if owner_raw is not None else None
-                results[i] = (Claim.AGAIN, None) if owner == pairs[i][0] else (Claim.COLLISION, owner)
+        for index, owner_raw in zip(losers[::2], losers[1::2], strict=True):
+            i = int(index) - 1
+            owner = owner_raw.decode()
+            results[i] = (Claim.AGAIN, None) if owner == pairs[i][0] else (Claim.COLLISION, owner)
         return results
 
     def add_items(self, job_id: str, accepted: int, ignored: int) -> None:

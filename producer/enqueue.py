@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 from cutout_fleet.jobs import Claim, FailureGuard, JobSpec, JobStore, new_job_id
@@ -32,6 +33,10 @@ class EnqueueRequest:
     mapping: KeyMapping = "relative"
     force: bool = False
     guard: FailureGuard = field(default_factory=FailureGuard)
+
+    @cached_property
+    def options_json(self) -> str:
+        return self.options.model_dump_json()
 
 
 @dataclass
@@ -71,9 +76,15 @@ class _Batcher:
     publisher: Publisher
     result: EnqueueResult
     pending: dict[tuple[str, str], list[SourceItem]] = field(default_factory=dict)
+    outbox: dict[str, list[TaskMessage]] = field(default_factory=dict)
+    _options: dict[str, ImageOptions] = field(default_factory=dict)
 
     def add(self, item: SourceItem, options: ImageOptions) -> None:
-        group = (item_source_uri(self.request, item), options.model_dump_json())
+        options_json = (
+            self.request.options_json if options is self.request.options else options.model_dump_json()
+        )
+        self._options.setdefault(options_json, options)
+        group = (item_source_uri(self.request, item), options_json)
         items = self.pending.setdefault(group, [])
         items.append(item)
         if len(items) >= self.request.items_per_task:
@@ -83,10 +94,16 @@ class _Batcher:
         for group in list(self.pending):
             self._flush(group)
 
+    def send(self) -> None:
+        """Publish the tasks made so far, one pipelined batch per queue."""
+        for queue, messages in self.outbox.items():
+            self.publisher.publish(queue, messages)
+        self.outbox.clear()
+
     def _flush(self, group: tuple[str, str]) -> None:
         items = self.pending.pop(group)
         source, options_json = group
-        options = ImageOptions.model_validate_json(options_json)
+        options = self._options[options_json]
         versions = {item.key: item.version for item in items if item.version}
         message = TaskMessage(
             job_id=self.result.job_id,
@@ -100,7 +117,7 @@ class _Batcher:
             item_options=items[0].options or None,
         )
         queue = self.request.queue_for(options.model)
-        self.publisher.publish(queue, [message])
+        self.outbox.setdefault(queue, []).append(message)
         self.result.tasks += 1
         self.result.queues.add(queue)
 
@@ -138,9 +155,11 @@ def enqueue_job(
     try:
         for chunk in chunks:
             _enqueue_chunk(chunk, request, result, store, batcher)
+            batcher.send()
             if on_progress:
                 on_progress(result.total)
         batcher.flush_all()
+        batcher.send()
     finally:
         # Also when the stream breaks off: what was queued still completes and gets its report.
         if store.finalize(job_id):

@@ -1,34 +1,77 @@
-"""Publishing task messages to the Celery queues (JSON), reusing one broker connection per call."""
+"""Publishing task messages to the Celery queues in Redis, many per round trip.
+
+`send_task` costs one round trip (and a "sent" event) per message: ~400 tasks/s here.  A job of a
+million keys needs better, so the envelope of a Celery protocol-2 message is taken once from Celery
+itself (one real `send_task` to a scratch queue, read back), and each task then only fills in its id,
+body, time limits and queue, and goes out in one pipelined LPUSH batch.  Workers consume them like any
+other Celery message (the integration tests enqueue only this way).
+"""
 
 from __future__ import annotations
 
+import copy
+import json
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
+import redis
 from celery import Celery
 
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
 
 # Hard limit = soft limit + this grace, so the soft limit can record a clean "timeout" outcome.
 HARD_LIMIT_GRACE_S = 60.0
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class CeleryPublisher:
     def __init__(self, app: Celery, item_time_limit_s: float) -> None:
         self.app = app
         self.item_time_limit_s = item_time_limit_s
+        self.redis = redis.Redis.from_url(app.conf.broker_url)
+        self._template: dict[str, Any] | None = None
+
+    def _envelope_template(self) -> dict[str, Any]:
+        """One real message, as this Celery and kombu version write it to Redis."""
+        if self._template is None:
+            probe = f"cf:envelope-probe:{uuid.uuid4().hex}"
+            self.app.send_task(TASK_PROCESS_BATCH, args=[{}], queue=probe, argsrepr="")
+            raw = self.redis.lpop(probe)
+            self.redis.delete(probe, f"_kombu.binding.{probe}", f"_kombu.binding_permanent.{probe}")
+            if raw is None:
+                raise RuntimeError("could not read back a probe message from Redis")
+            self._template = json.loads(raw)
+        return self._template
+
+    def encode(self, queue: str, message: TaskMessage) -> str:
+        """The Redis list entry for one task: Celery's envelope with this task's fields."""
+        envelope = copy.deepcopy(self._envelope_template())
+        task_id = str(uuid.uuid4())
+        soft = self.item_time_limit_s * len(message.keys)
+        summary = (
+            f"job {message.job_id}: {len(message.keys)} keys"  # argsrepr: Flower shows it, Redis keeps it
+        )
+        headers, properties = envelope["headers"], envelope["properties"]
+        headers.update(
+            id=task_id, root_id=task_id, timelimit=[soft + HARD_LIMIT_GRACE_S, soft], argsrepr=summary
+        )
+        properties.update(
+            correlation_id=task_id,
+            delivery_tag=str(uuid.uuid4()),
+            argsrepr=summary,
+            delivery_info={"exchange": "", "routing_key": queue},
+            # Plain JSON instead of base64: a third less Redis memory per queued key.
+            body_encoding=None,
+        )
+        envelope["body"] = json.dumps([[message.model_dump(mode="json", exclude_defaults=True)], {}, _EMBED])
+        return json.dumps(envelope, separators=(",", ":"))
 
     def publish(self, queue: str, messages: Sequence[TaskMessage]) -> None:
-        with self.app.producer_or_acquire() as producer:
-            for message in messages:
-                soft = self.item_time_limit_s * len(message.keys)
-                self.app.send_task(
-                    TASK_PROCESS_BATCH,
-                    args=[message.model_dump(mode="json")],
-                    queue=queue,
-                    soft_time_limit=soft,
-                    time_limit=soft + HARD_LIMIT_GRACE_S,
-                    producer=producer,
-                )
+        pipe = self.redis.pipeline(transaction=False)
+        for message in messages:
+            pipe.lpush(queue, self.encode(queue, message))
+        pipe.execute()
 
     def job_complete(self, job_id: str, queue: str) -> None:
         self.app.send_task(TASK_FINALIZE_JOB, args=[job_id], queue=queue)
@@ -42,6 +85,5 @@ def producer_app(redis_url: str) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        task_send_sent_event=True,
     )
     return app
