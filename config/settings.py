@@ -3,21 +3,44 @@
 Every field is set from the environment with the prefix ``CUTOUT_`` and ``__`` between nested
 groups (``CUTOUT_S3__ENDPOINT_URL``), or from a ``.env`` file in the working directory.
 S3 credentials are deliberately absent: boto3's standard chain (env, profile, IAM role) supplies them.
+
+Secrets can also come from files in a secrets directory: ``$CUTOUT_SECRETS_DIR``, else
+``/run/secrets/cutout`` when it exists.  A file is named like the variable it replaces, case ignored:
+``cutout_redis_url`` holds the Redis URL, ``cutout_redis_tls__ca_file`` a nested field.  A variable in
+the environment wins over a file.  The settings are never logged whole: use ``Settings.redacted()``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    FilePath,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from cutout_fleet.errors import ConfigError
 
 ENV_PREFIX = "CUTOUT_"
 ENV_NESTED_DELIMITER = "__"
+SECRETS_DIR_ENV = "CUTOUT_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = Path("/run/secrets/cutout")
+REDACTED = "****"
 
 
 def _default_model_dir() -> Path:
@@ -34,6 +57,28 @@ class S3Settings(BaseModel):
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     max_pool_connections: Annotated[int, Field(ge=1)] = 16
+    # CA bundle (PEM) for an https endpoint signed by a private CA; it replaces the default trust
+    # store for S3 calls.  None: botocore's default (AWS_CA_BUNDLE, else certifi).  There is no
+    # switch to turn verification off: an endpoint without TLS is an http:// endpoint_url.
+    ca_bundle: FilePath | None = None
+
+
+class RedisTLSSettings(BaseModel):
+    """Certificates for a ``rediss://`` URL (ignored for redis:// and unix://).  Verification is always on."""
+
+    # PEM CA file added to the system trust store: the CA that signed the Redis server's certificate.
+    ca_file: FilePath | None = None
+    # Client certificate and key, for servers that require mutual TLS (tls-auth-clients yes).
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    # Off only for servers reached by a name not in their certificate; the chain is still verified.
+    check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> RedisTLSSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set without cert_file; set both for mutual TLS")
+        return self
 
 
 class QueueSettings(BaseModel):
@@ -67,9 +112,14 @@ class WorkerSettings(BaseModel):
     max_sessions: Annotated[int, Field(ge=1)] = 2
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     item_time_limit_s: Annotated[float, Field(gt=0)] = 300.0
+    # The hard limit (the pool child is killed) comes this long after the soft one, which lets the
+    # task record a clean `timeout`; a native call that ignores the soft limit meets the hard one.
+    hard_limit_grace_s: Annotated[float, Field(gt=0)] = 60.0
+    # A key whose processing killed or hung the worker this many times is failed as `poison`.
+    max_attempts: Annotated[int, Field(ge=1)] = 3
     # A task not acked within this many seconds is delivered again by Redis: keep it well above
     # items_per_task * item_time_limit_s, or a slow task runs twice.
-    visibility_timeout_s: Annotated[int, Field(ge=60)] = 6 * 3600
+    visibility_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0
     max_memory_per_child_kb: Annotated[int, Field(ge=0)] = 0
     loglevel: str = "INFO"
@@ -83,9 +133,12 @@ class Settings(BaseSettings):
         env_nested_delimiter=ENV_NESTED_DELIMITER,
         env_file=".env",
         extra="ignore",
+        # A rejected value may be a URL with a password: errors name the variable, never echo the value.
+        hide_input_in_errors=True,
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_tls: RedisTLSSettings = Field(default_factory=RedisTLSSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     queues: QueueSettings = Field(default_factory=QueueSettings)
     model_dir: Path = Field(default_factory=_default_model_dir)
@@ -105,6 +158,70 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("redis_tls")
+    @classmethod
+    def _tls_needs_rediss(cls, value: RedisTLSSettings, info: ValidationInfo) -> RedisTLSSettings:
+        # Certificates next to a plain redis:// URL mean someone expects TLS and would not get it.
+        url = info.data.get("redis_url", "")
+        if (value.ca_file or value.cert_file) and not url.startswith("rediss://"):
+            raise ValueError("certificates are set but CUTOUT_REDIS_URL is not rediss://; use rediss://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The directory is looked up on every load, not frozen into model_config at import time.
+        # Nested sources name files like the variables, nested fields included (cutout_s3__region).
+        directory = getattr(file_secret_settings, "secrets_dir", None) or secrets_dir()
+        if directory is None:
+            return init_settings, env_settings, dotenv_settings
+        secrets = NestedSecretsSettingsSource(file_secret_settings, secrets_dir=directory)
+        return init_settings, env_settings, dotenv_settings, secrets
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as JSON-ready data with passwords masked: the only form fit for logs."""
+        data = self.model_dump(mode="json")
+        data["redis_url"] = redacted_url(self.redis_url)
+        return data
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() go through here: a logged Settings object never shows the Redis password.
+        for name, value in super().__repr_args__():
+            yield name, redacted_url(value) if name == "redis_url" and isinstance(value, str) else value
+
+
+def secrets_dir() -> Path | None:
+    """$CUTOUT_SECRETS_DIR (which must be a folder), else /run/secrets/cutout when it exists, else None."""
+    value = os.environ.get(SECRETS_DIR_ENV)
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"{SECRETS_DIR_ENV}={value} is not a folder; create it or unset the variable")
+        return path
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password (in the user part or a ?password= parameter) replaced by ****."""
+    parts = urlsplit(url)
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:{REDACTED}@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() == "password" for key, _ in pairs):
+        masked = [(key, REDACTED if key.lower() == "password" else value) for key, value in pairs]
+        query = urlencode(masked, safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url  # unchanged; urlunsplit would also rewrite unix:///path as unix:/path
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def env_name(loc: tuple[object, ...]) -> str:

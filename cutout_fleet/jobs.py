@@ -25,6 +25,8 @@ from cutout_fleet.outcomes import Outcome
 # Redis key layout, in one place.  {id} keeps a job's keys in one cluster hash slot.
 KEY_PREFIX = "cf"
 JOBS_INDEX = f"{KEY_PREFIX}:jobs"  # zset job_id -> created_at
+REJECTED_KEY = f"{KEY_PREFIX}:rejected"  # list of refused task messages (JSON), newest first
+REJECTED_KEEP = 1000
 FAIL_PREFIX = "fail:"  # job hash fields counting failures by error code
 
 RUNNING, DONE, CANCELLED, STOPPED = "running", "done", "cancelled", "stopped"
@@ -42,12 +44,36 @@ def claims_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}:claims"  # hash output key -> source key
 
 
+def attempts_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{{{job_id}}}:attempts"  # hash key -> times work on it began
+
+
+def dead_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{{{job_id}}}:dead"  # list of poison items (JSON), the dead-letter record
+
+
 def parked_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}:parked"  # list of task payloads held while stopped
 
 
 def job_keys(job_id: str) -> list[str]:
-    return [job_key(job_id), outcomes_key(job_id), claims_key(job_id), parked_key(job_id)]
+    return [
+        job_key(job_id),
+        outcomes_key(job_id),
+        claims_key(job_id),
+        parked_key(job_id),
+        attempts_key(job_id),
+        dead_key(job_id),
+    ]
+
+
+@dataclass(frozen=True)
+class ItemStart:
+    """What a worker learns before it starts a key: the job's state, and whether/how often it ran."""
+
+    state: str | None  # None: the job is unknown or expired
+    recorded: bool
+    attempt: int  # 1 on the first try; counted before the work, so a kill still counts
 
 
 def rate_key(model: str) -> str:
@@ -167,6 +193,9 @@ class JobStore(Protocol):
     def finalize(self, job_id: str) -> bool: ...
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]: ...
     def is_recorded(self, job_id: str, key: str) -> bool: ...
+    def begin_item(self, job_id: str, key: str) -> ItemStart: ...
+    def add_dead_letter(self, job_id: str, key: str, attempts: int, reason: str) -> None: ...
+    def forget_attempt(self, job_id: str, key: str) -> None: ...
     def state(self, job_id: str) -> str | None: ...
     def add_rate_sample(self, model: str, item_ms: float) -> None: ...
     def park(self, job_id: str, payload: str) -> None: ...
@@ -245,6 +274,52 @@ end
 return n
 """
 
+# The attempt is counted only for a running job and a key without an outcome: before the work, in
+# Redis, so a worker killed by this very key still leaves a trace.  Returns {state, recorded, attempt}.
+_BEGIN_ITEM_LUA = """
+local job, outcomes, attempts = KEYS[1], KEYS[2], KEYS[3]
+local key, ttl = ARGV[1], tonumber(ARGV[2])
+local state = redis.call('HGET', job, 'state')
+if not state then return {false, 0, 0} end
+if redis.call('HEXISTS', outcomes, key) == 1 then return {state, 1, 0} end
+if state ~= 'running' then return {state, 0, 0} end
+local attempt = redis.call('HINCRBY', attempts, key, 1)
+redis.call('EXPIRE', attempts, ttl)
+return {state, 0, attempt}
+"""
+
+# Recount from per-key state (the outcomes and claims hashes): after a Redis restart whose AOF lost
+# its last second, or whenever the counters are in doubt.
+_REBUILD_LUA = """
+local job, outcomes, claims = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', job) == 0 then return 0 end
+local counts = {succeeded = 0, failed = 0, skipped = 0}
+local fails, collisions = {}, 0
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', outcomes, cursor, 'COUNT', 1000)
+  cursor = page[1]
+  for i = 2, #page[2], 2 do
+    local outcome = cjson.decode(page[2][i])
+    counts[outcome['status']] = counts[outcome['status']] + 1
+    if outcome['status'] == 'failed' then
+      local code = outcome['error_code'] or 'unknown'
+      fails[code] = (fails[code] or 0) + 1
+      if code == 'output_collision' then collisions = collisions + 1 end
+    end
+  end
+until cursor == '0'
+for _, field in ipairs(redis.call('HKEYS', job)) do
+  if string.sub(field, 1, 5) == 'fail:' then redis.call('HDEL', job, field) end
+end
+for code, n in pairs(fails) do redis.call('HSET', job, 'fail:' .. code, n) end
+local total = redis.call('HLEN', claims) + collisions
+redis.call('HSET', job, 'succeeded', counts['succeeded'], 'failed', counts['failed'],
+           'skipped', counts['skipped'])
+if tonumber(redis.call('HGET', job, 'total') or 0) < total then redis.call('HSET', job, 'total', total) end
+return 1
+"""
+
 # ARGV: ttl, then (output key, source key) pairs.  Returns {index, owner} for each key already claimed.
 _CLAIM_LUA = """
 local claims = KEYS[1]
@@ -272,6 +347,8 @@ class RedisJobStore:
         self._finalize = client.register_script(_FINALIZE_LUA)
         self._unrecord_failed = client.register_script(_UNRECORD_FAILED_LUA)
         self._claim = client.register_script(_CLAIM_LUA)
+        self._begin_item = client.register_script(_BEGIN_ITEM_LUA)
+        self._rebuild = client.register_script(_REBUILD_LUA)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int) -> RedisJobStore:
@@ -393,6 +470,45 @@ class RedisJobStore:
 
     def is_recorded(self, job_id: str, key: str) -> bool:
         return bool(self.r.hexists(outcomes_key(job_id), key))
+
+    def begin_item(self, job_id: str, key: str) -> ItemStart:
+        state, recorded, attempt = self._begin_item(
+            keys=[job_key(job_id), outcomes_key(job_id), attempts_key(job_id)], args=[key, self.ttl_s]
+        )
+        return ItemStart(state.decode() if state else None, bool(recorded), int(attempt))
+
+    def add_dead_letter(self, job_id: str, key: str, attempts: int, reason: str) -> None:
+        entry = json.dumps({"key": key, "attempts": attempts, "reason": reason, "at": time.time()})
+        pipe = self.r.pipeline()
+        pipe.rpush(dead_key(job_id), entry)
+        pipe.expire(dead_key(job_id), self.ttl_s)
+        pipe.execute()
+
+    def forget_attempt(self, job_id: str, key: str) -> None:
+        self.r.hincrby(attempts_key(job_id), key, -1)
+
+    def add_rejected(self, task_id: str, reason: str, payload: str) -> None:
+        """Keep the last REJECTED_KEEP refused task messages for operators (never executed)."""
+        entry = json.dumps(
+            {"task_id": task_id, "reason": reason[:2000], "payload": payload[:500], "at": time.time()}
+        )
+        pipe = self.r.pipeline()
+        pipe.lpush(REJECTED_KEY, entry)
+        pipe.ltrim(REJECTED_KEY, 0, REJECTED_KEEP - 1)
+        pipe.execute()
+
+    def rejected(self) -> list[dict[str, object]]:
+        return [json.loads(entry) for entry in self.r.lrange(REJECTED_KEY, 0, -1)]
+
+    def dead_letters(self, job_id: str) -> list[dict[str, object]]:
+        return [json.loads(entry) for entry in self.r.lrange(dead_key(job_id), 0, -1)]
+
+    def attempts(self, job_id: str, key: str) -> int:
+        return int(self.r.hget(attempts_key(job_id), key) or 0)
+
+    def rebuild_counts(self, job_id: str) -> bool:
+        """Recount the job from its per-key outcomes and claims; False when the job does not exist."""
+        return bool(self._rebuild(keys=[job_key(job_id), outcomes_key(job_id), claims_key(job_id)]))
 
     def state(self, job_id: str) -> str | None:
         value = self.r.hget(job_key(job_id), "state")
@@ -556,6 +672,20 @@ class MemoryJobStore:
     def state(self, job_id: str) -> str | None:
         job = self.jobs.get(job_id)
         return job.state if job else None
+
+    def begin_item(self, job_id: str, key: str) -> ItemStart:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return ItemStart(None, False, 0)
+        if key in self.outcomes[job_id]:
+            return ItemStart(job.state, True, 0)
+        return ItemStart(job.state, False, 1)  # one process, no redelivery: every key runs once
+
+    def add_dead_letter(self, job_id: str, key: str, attempts: int, reason: str) -> None:
+        """Embedded runs have no redelivery, so nothing can become poison."""
+
+    def forget_attempt(self, job_id: str, key: str) -> None:
+        """Attempts are not counted in memory (see begin_item)."""
 
     def add_rate_sample(self, model: str, item_ms: float) -> None:
         """Embedded runs are not the fleet: their speed says nothing about the workers'."""

@@ -27,6 +27,13 @@ from cutout_fleet.errors import (
 )
 from cutout_fleet.keys import safe_local_path
 
+
+class WriteConflict(TransientError):
+    """A conditional write lost: the object appeared or changed since it was checked."""
+
+    code = "write_conflict"
+
+
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {
@@ -85,7 +92,16 @@ class Storage(Protocol):
 
     def iter_objects(self, prefix: str) -> Iterator[ObjectInfo]: ...
     def get(self, key: str, *, max_bytes: int, version: str | None = None) -> StoredObject: ...
-    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None: ...
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None: ...
     def put_file(self, key: str, path: Path, *, content_type: str) -> None: ...
     def head_metadata(self, key: str) -> dict[str, str] | None: ...
 
@@ -158,12 +174,36 @@ class S3Storage:
             raise translate_s3_error(exc, self._uri(key)) from exc
         return StoredObject(data, str(response.get("ETag", "")).strip('"'))
 
-    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
+        """One PUT (never multipart, so the condition applies): only if absent, or only over `if_match`."""
+        conditions: dict[str, str] = {}
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = f'"{if_match}"'
         try:
             self.client.put_object(
-                Bucket=self.location.bucket, Key=key, Body=data, ContentType=content_type, Metadata=metadata
+                Bucket=self.location.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                Metadata=metadata,
+                **conditions,
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+                raise WriteConflict(f"{self._uri(key)} changed since it was checked") from exc
+            raise translate_s3_error(exc, f"writing {self._uri(key)}") from exc
+        except BotoCoreError as exc:
             raise translate_s3_error(exc, f"writing {self._uri(key)}") from exc
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
@@ -236,7 +276,17 @@ class LocalStorage:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def put(self, key: str, data: bytes, *, content_type: str, metadata: dict[str, str]) -> None:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        content_type: str,
+        metadata: dict[str, str],
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
+        # One process writes a local folder: conditions have nothing to guard against here.
         self._write_atomically(key, lambda handle: handle.write(data))
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:

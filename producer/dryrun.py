@@ -9,7 +9,13 @@ from dataclasses import asdict, dataclass, field
 
 from cutout_fleet.jobs import Claim, JobSpec, RedisJobStore, job_keys
 from cutout_fleet.options import options_hash
-from cutout_fleet.producer.enqueue import EnqueueRequest, effective_options, item_output_key, item_source_uri
+from cutout_fleet.producer.enqueue import (
+    EnqueueRequest,
+    claim_id,
+    effective_options,
+    item_output_key,
+    item_source_uri,
+)
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
 from cutout_fleet.storage import Storage
 from cutout_fleet.worker.models.catalog import Catalog
@@ -77,7 +83,7 @@ def dry_run(
                 resolved = [(item, effective_options(request, item)) for item in chunk.images]
                 outs = [item_output_key(request, item, opts) for item, opts in resolved]
                 claims = store.claim_outputs(
-                    scratch, [(f"{i.bucket}/{i.key}", o) for (i, _), o in zip(resolved, outs, strict=True)]
+                    scratch, [(claim_id(i), o) for (i, _), o in zip(resolved, outs, strict=True)]
                 )
                 fresh = []
                 for (item, _), out_key, (claim, owner) in zip(resolved, outs, claims, strict=True):

@@ -61,6 +61,11 @@ def item_source_uri(request: EnqueueRequest, item: SourceItem) -> str:
     return request.source.uri if request.mapping == "relative" else f"s3://{item.bucket}/"
 
 
+def claim_id(item: SourceItem) -> str:
+    """How a source key names itself in output claims: `bucket/key` for manifests, the key for prefixes."""
+    return f"{item.bucket}/{item.key}" if item.bucket else item.key
+
+
 def item_output_key(request: EnqueueRequest, item: SourceItem, options: ImageOptions) -> str:
     prefix = request.source.prefix if request.mapping == "relative" else ""
     return map_output_key(
@@ -173,10 +178,7 @@ def _enqueue_chunk(
 ) -> None:
     job_id = result.job_id
     resolved = [(item, effective_options(request, item)) for item in chunk.images]
-    pairs = [
-        (item.key if not item.bucket else f"{item.bucket}/{item.key}", item_output_key(request, item, opts))
-        for item, opts in resolved
-    ]
+    pairs = [(claim_id(item), item_output_key(request, item, opts)) for item, opts in resolved]
     claims = store.claim_outputs(job_id, pairs) if pairs else []
     new = sum(claim is not Claim.AGAIN for claim, _ in claims)
     # Count before publishing, so a fast worker can never finish more items than the job has.

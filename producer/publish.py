@@ -20,15 +20,15 @@ from celery import Celery
 
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
 
-# Hard limit = soft limit + this grace, so the soft limit can record a clean "timeout" outcome.
-HARD_LIMIT_GRACE_S = 60.0
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class CeleryPublisher:
-    def __init__(self, app: Celery, item_time_limit_s: float) -> None:
+    def __init__(self, app: Celery, item_time_limit_s: float, hard_limit_grace_s: float = 60.0) -> None:
         self.app = app
         self.item_time_limit_s = item_time_limit_s
+        # Hard limit = soft limit + this grace, so the soft limit can record a clean "timeout" outcome.
+        self.hard_limit_grace_s = hard_limit_grace_s
         self.redis = redis.Redis.from_url(app.conf.broker_url)
         self._template: dict[str, Any] | None = None
 
@@ -54,7 +54,7 @@ class CeleryPublisher:
         )
         headers, properties = envelope["headers"], envelope["properties"]
         headers.update(
-            id=task_id, root_id=task_id, timelimit=[soft + HARD_LIMIT_GRACE_S, soft], argsrepr=summary
+            id=task_id, root_id=task_id, timelimit=[soft + self.hard_limit_grace_s, soft], argsrepr=summary
         )
         properties.update(
             correlation_id=task_id,

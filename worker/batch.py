@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cutout_fleet.config.settings import Settings
-from cutout_fleet.errors import ConfigError, CutoutError, ModelError
+from cutout_fleet.errors import ConfigError, CutoutError, ModelError, TransientError
 from cutout_fleet.jobs import CANCELLED, STOPPED, JobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
@@ -86,23 +86,36 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
     except CutoutError as exc:
         ctx, setup_error = None, exc
     recorded = already = 0
+    max_attempts = runtime.settings.worker.max_attempts
     for index, key in enumerate(message.keys):
-        # Checked before every key, so `cancel` and the failure guard take effect within one image.
-        state = store.state(job_id)
-        if state is None or state == CANCELLED:
-            log.info("dropping %d keys of %s job %s", len(message.keys) - index, state or "expired", job_id)
+        # One round trip before every key: the job's state (so `cancel` and the failure guard take
+        # effect within one image), whether a redelivery already recorded it, and its attempt count.
+        start = store.begin_item(job_id, key)
+        if start.state is None or start.state == CANCELLED:
+            log.info(
+                "dropping %d keys of %s job %s", len(message.keys) - index, start.state or "expired", job_id
+            )
             return BatchResult(recorded, already, dropped=len(message.keys) - index)
-        if state == STOPPED:
+        if start.state == STOPPED:
             rest = message.model_copy(update={"keys": message.keys[index:]})
             store.park(job_id, json.dumps(rest.model_dump(mode="json")))
             return BatchResult(recorded, already, parked=len(rest.keys))
-        if store.is_recorded(job_id, key):
+        if start.recorded:
             already += 1  # a redelivered task: this key's outcome is already counted
             continue
         out_key = message.output_key(key, source_prefix, out_prefix)
         version = (message.versions or {}).get(key)
-        if ctx is None:
+        if start.attempt > max_attempts:
+            reason = (
+                f"{key}: processing it killed or hung the worker {start.attempt - 1} times "
+                f"(CUTOUT_WORKER__MAX_ATTEMPTS={max_attempts}); moved to the job's dead-letter list"
+            )
+            store.add_dead_letter(job_id, key, start.attempt - 1, reason)
             outcome: Outcome = failed(
+                key, out_key, message.options.model, "poison", reason, **_outcome_context(message)
+            )
+        elif ctx is None:
+            outcome = failed(
                 key,
                 out_key,
                 message.options.model,
@@ -111,7 +124,12 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
                 **_outcome_context(message),
             )
         else:
-            outcome = process_item(key, out_key, ctx, version=version)
+            try:
+                outcome = process_item(key, out_key, ctx, version=version)
+            except TransientError:
+                # The worker survived this attempt: a retry after an S3 blip is not a step toward poison.
+                store.forget_attempt(job_id, key)
+                raise
         was_recorded, completed = store.record(job_id, outcome)
         recorded += was_recorded
         if was_recorded and outcome.status == "succeeded":

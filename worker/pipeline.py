@@ -20,7 +20,7 @@ from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import PermanentError, TransientError
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, failed
-from cutout_fleet.storage import Storage
+from cutout_fleet.storage import Storage, WriteConflict
 from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
@@ -110,6 +110,16 @@ class ItemContext:
     outcome_context: dict[str, object] = field(default_factory=dict)
 
 
+def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:
+    """True when an output's metadata says it was made from this source (ETag) with these options."""
+    return (
+        existing is not None
+        and bool(source_etag)
+        and existing.get(META_OPTIONS_HASH) == options_hash
+        and existing.get(META_SOURCE_ETAG) == source_etag
+    )
+
+
 def up_to_date(
     source: Storage,
     out: Storage,
@@ -121,11 +131,34 @@ def up_to_date(
     """True when the output was made from this very source (ETag) with these options (hash)."""
     existing = out.head_metadata(output_key)
     if not existing or existing.get(META_OPTIONS_HASH) != options_hash:
-        return False
+        return False  # no need to ask about the source
     if source_etag is None:
-        source_meta = source.head_metadata(key) or {}
-        source_etag = source_meta.get("etag")
-    return bool(source_etag) and source_etag == existing.get(META_SOURCE_ETAG)
+        source_etag = (source.head_metadata(key) or {}).get("etag")
+    return output_matches(existing, source_etag, options_hash)
+
+
+def write_output(
+    ctx: ItemContext, output_key: str, cutout: Cutout, metadata: dict[str, str], seen: dict[str, str] | None
+) -> None:
+    """Write only over what was checked: absent -> If-None-Match, present -> If-Match its ETag.
+
+    A redelivered task racing its twin loses the condition; if the winner wrote the same source and
+    options, that is success, otherwise the item is retried (WriteConflict is a TransientError).
+    """
+    try:
+        ctx.out.put(
+            output_key,
+            cutout.data,
+            content_type=cutout.content_type,
+            metadata=metadata,
+            if_none_match=seen is None,
+            if_match=None if seen is None else seen.get("etag"),
+        )
+    except WriteConflict:
+        if not output_matches(
+            ctx.out.head_metadata(output_key), metadata[META_SOURCE_ETAG], ctx.options_hash
+        ):
+            raise
 
 
 def process_item(key: str, output_key: str, ctx: ItemContext, *, version: str | None = None) -> Outcome:
@@ -134,9 +167,11 @@ def process_item(key: str, output_key: str, ctx: ItemContext, *, version: str | 
     model = ctx.options.model
     context = {**ctx.outcome_context, **({"version": version} if version else {})}
     try:
-        if not ctx.force:
-            with timings.stage("check"):
-                if up_to_date(ctx.source, ctx.out, key, output_key, ctx.options_hash):
+        with timings.stage("check"):
+            seen = ctx.out.head_metadata(output_key)  # also the ETag a rewrite is conditional on
+            if not ctx.force and seen and seen.get(META_OPTIONS_HASH) == ctx.options_hash:
+                source_etag = (ctx.source.head_metadata(key) or {}).get("etag")
+                if output_matches(seen, source_etag, ctx.options_hash):
                     return Outcome(key, "skipped", output_key, model, timings_ms=timings.ms, **context)  # type: ignore[arg-type]
         with timings.stage("download"):
             source = ctx.source.get(key, max_bytes=ctx.limits.max_bytes, version=version)
@@ -148,7 +183,7 @@ def process_item(key: str, output_key: str, ctx: ItemContext, *, version: str | 
             META_OPTIONS_HASH: ctx.options_hash,
         }
         with timings.stage("upload"):
-            ctx.out.put(output_key, cutout.data, content_type=cutout.content_type, metadata=metadata)
+            write_output(ctx, output_key, cutout, metadata, seen)
     except TransientError:
         raise
     except PermanentError as exc:

@@ -113,7 +113,10 @@ def job_store(settings: Settings):  # type: ignore[no-untyped-def]
 def publisher(settings: Settings):  # type: ignore[no-untyped-def]
     from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
-    return CeleryPublisher(producer_app(settings.redis_url), settings.worker.item_time_limit_s)
+    worker = settings.worker
+    return CeleryPublisher(
+        producer_app(settings.redis_url), worker.item_time_limit_s, worker.hard_limit_grace_s
+    )
 
 
 def queue_for(settings: Settings):  # type: ignore[no-untyped-def]

@@ -36,13 +36,22 @@ TINY_MODELS = ("tiny-u2netp", "tiny-birefnet")
 # milliseconds per image, so "mid-job" and "mid-task" are deterministic in lifecycle and fault tests.
 SLOW_MODEL = "tiny-slow"
 SLOW_MATMULS = 120
+# 25 times slower (~7 s an image): longer than the short hard time limit the poison test sets, so the
+# pool child is killed inside onnxruntime every time, as a real hanging input would have it.
+HANG_MODEL = "tiny-hang"
+HANG_MATMULS = 3000
 CATALOG_FILE = "tiny-catalog.toml"
 
 OPSET = 17
 IR_VERSION = 9  # onnx may write a newer IR than the onnxruntime in use reads; 9 goes with opset 17
 
 # Which built-in spec each tiny model copies its contract from.
-CONTRACT_SOURCES = {"tiny-u2netp": "u2netp", "tiny-birefnet": "birefnet-lite", SLOW_MODEL: "u2netp"}
+CONTRACT_SOURCES = {
+    "tiny-u2netp": "u2netp",
+    "tiny-birefnet": "birefnet-lite",
+    SLOW_MODEL: "u2netp",
+    HANG_MODEL: "u2netp",
+}
 # Spec fields that describe the file and where it comes from, not how to feed and read it.
 NOT_CONTRACT = frozenset(
     {"name", "description", "file", "url", "pip_package", "pip_member", "md5", "sha256", "size_bytes"}
@@ -69,7 +78,7 @@ def write_tiny_models(model_dir: Path) -> Path:
     """Write both tiny models and `tiny-catalog.toml` into `model_dir`; return the catalogue's path."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tables: dict[str, dict[str, Any]] = {}
-    for name in (*TINY_MODELS, SLOW_MODEL):
+    for name in (*TINY_MODELS, SLOW_MODEL, HANG_MODEL):
         data = model_bytes(name)
         file = f"{name}.onnx"
         (model_dir / file).write_bytes(data)
@@ -117,7 +126,12 @@ def _toml_value(value: object) -> str:
 @functools.cache
 def model_bytes(name: str) -> bytes:
     """The serialised tiny model `name` (built once per process)."""
-    builders = {"tiny-u2netp": _build_u2netp, "tiny-birefnet": _build_birefnet, SLOW_MODEL: _build_slow}
+    builders = {
+        "tiny-u2netp": _build_u2netp,
+        "tiny-birefnet": _build_birefnet,
+        SLOW_MODEL: lambda spec: _build_slow(spec, SLOW_MATMULS),
+        HANG_MODEL: lambda spec: _build_slow(spec, HANG_MATMULS),
+    }
     model = builders[name](builtin_spec(CONTRACT_SOURCES[name]))
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
@@ -140,8 +154,8 @@ def _build_u2netp(spec: ModelSpec) -> onnx.ModelProto:
     return _model(spec, nodes, initializers, [(out, width, height) for out in outputs])
 
 
-def _build_slow(spec: ModelSpec) -> onnx.ModelProto:
-    """tiny-u2netp's mask, plus a negligible term that depends on SLOW_MATMULS products of the input."""
+def _build_slow(spec: ModelSpec, matmuls: int) -> onnx.ModelProto:
+    """tiny-u2netp's mask, plus a negligible term that depends on `matmuls` products of the input."""
     width, height = spec.input_size
     nodes, initializers = _logits_nodes(spec.input_name or "input", width, height)
     rng = np.random.default_rng(7)
@@ -154,10 +168,10 @@ def _build_slow(spec: ModelSpec) -> onnx.ModelProto:
         numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
     ]
     nodes.append(helper.make_node("Reshape", [spec.input_name or "input", "rows_shape"], ["work0"]))
-    for i in range(SLOW_MATMULS):
+    for i in range(matmuls):
         nodes.append(helper.make_node("MatMul", [f"work{i}", "mixer"], [f"work{i + 1}"]))
     nodes += [
-        helper.make_node("ReduceMean", [f"work{SLOW_MATMULS}"], ["work_mean"], keepdims=0),
+        helper.make_node("ReduceMean", [f"work{matmuls}"], ["work_mean"], keepdims=0),
         helper.make_node("Mul", ["work_mean", "tiny"], ["nudge"]),
         helper.make_node("Add", ["logits", "nudge"], ["slow_logits"]),
         helper.make_node("Sigmoid", ["slow_logits"], ["d0"]),

@@ -49,7 +49,7 @@ def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path) -> None:  # ty
         ("CUTOUT_ITEMS_PER_TASK", "0"),
         ("CUTOUT_REDIS_URL", "http://localhost"),
         ("CUTOUT_LIMITS__MAX_PIXELS", "-5"),
-        ("CUTOUT_WORKER__VISIBILITY_TIMEOUT_S", "10"),
+        ("CUTOUT_WORKER__VISIBILITY_TIMEOUT_S", "0"),
     ],
 )
 def test_an_invalid_value_fails_at_start_up_naming_its_variable(

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from cutout_fleet.errors import ImageTooLarge, UndecodableImage
 
@@ -21,6 +22,16 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 Image.init()
 
 _SRGB = ImageCms.createProfile("sRGB")
+
+# Encoders write about 10 scans (libjpeg's progressive script; optimised ones a few dozen at most), but
+# every scan re-walks every block of the image: a few hundred KB of tiny scans cost minutes of CPU inside
+# one C call, where no soft time limit can interrupt it.  Count them before decoding.
+MAX_JPEG_SCANS = 100
+# The next JPEG marker after entropy-coded data: 0xFF not followed by stuffing (00), RSTn or fill (FF).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_SOS, _JPEG_EOI = 0xDA, 0xD9
+_JPEG_MARKERS_WITHOUT_LENGTH = frozenset({0x01, 0xD8})  # TEM, SOI
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH = 322, 323
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
                     f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (CUTOUT_LIMITS__MAX_PIXELS)"
                 )
+            _refuse_costly_decoding(image, data, max_pixels=max_pixels, name=name)
             source_format = image.format or "unknown"
             image.seek(0)  # animated GIF/WebP: the first frame
             image.load()
@@ -68,6 +80,54 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
     except (OSError, ValueError) as exc:
         raise UndecodableImage(f"{name}: cannot convert the image to RGB ({exc})") from exc
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
+
+
+def _refuse_costly_decoding(image: Image.Image, data: bytes, *, max_pixels: int, name: str) -> None:
+    """Refuse, before decoding, files that cost far more memory or time than their pixel count says."""
+    if isinstance(image, JpegImagePlugin.JpegImageFile):
+        scans = jpeg_scan_count(data, stop_after=MAX_JPEG_SCANS)
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooLarge(
+                f"{name}: a JPEG with more than {MAX_JPEG_SCANS} scans (encoders write about 10); "
+                "refused as a decompression bomb: re-save the photo"
+            )
+    elif isinstance(image, TiffImagePlugin.TiffImageFile):
+        # The decoder allocates a whole tile, whatever the image size: a 16x16 image can claim a
+        # 16384x16384 tile (1.5 GiB) in a file of under 1 MB.
+        tile_w = int(image.tag_v2.get(_TIFF_TILE_WIDTH, 0))
+        tile_h = int(image.tag_v2.get(_TIFF_TILE_LENGTH, 0))
+        if tile_w * tile_h > max_pixels:
+            raise ImageTooLarge(
+                f"{name}: TIFF tiles of {tile_w}x{tile_h} are {tile_w * tile_h:,} pixels each, over the "
+                f"limit of {max_pixels:,} (CUTOUT_LIMITS__MAX_PIXELS)"
+            )
+
+
+def jpeg_scan_count(data: bytes, *, stop_after: int) -> int:
+    """Start-of-scan markers of the first image in a JPEG, counted up to `stop_after` + 1.
+
+    Walks the marker segments by their lengths (so bytes inside EXIF thumbnails or ICC profiles are
+    skipped) and stops at the end-of-image marker (so a second image or a motion-photo video after
+    it is not counted: the decoder never reads them).
+    """
+    scans, position = 0, 2  # after SOI
+    while scans <= stop_after:
+        match = _JPEG_MARKER.search(data, position)
+        if match is None:
+            return scans
+        start, marker = match.start(), data[match.start() + 1]
+        if marker == _JPEG_EOI:
+            return scans
+        if marker in _JPEG_MARKERS_WITHOUT_LENGTH:
+            position = start + 2
+            continue
+        length = int.from_bytes(data[start + 2 : start + 4], "big")
+        if length < 2:
+            return scans  # the decoder stops at a broken segment too
+        scans += marker == _JPEG_SOS
+        # After a scan header the entropy-coded data follows: the search above skips it.
+        position = start + 2 + length
+    return scans
 
 
 def struct_error() -> type[Exception]:
