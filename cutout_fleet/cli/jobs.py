@@ -190,7 +190,10 @@ def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:  # 
 @click.option(
     "--watch", is_flag=True, help="Refresh counts, rate, ETA, queue depths and failures until it ends."
 )
-def status(job_id: str, as_json: bool, wait: bool, watch: bool) -> None:
+@click.option(
+    "--recount", is_flag=True, help="First rebuild the counters from per-key state (after a Redis restart)."
+)
+def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -> None:
     """Counts and state of a job (exit 0 when done, 1 when cancelled or stopped, 3 while running)."""
     from cutout_fleet.producer.status import (
         JobNotFound,
@@ -206,6 +209,8 @@ def status(job_id: str, as_json: bool, wait: bool, watch: bool) -> None:
     queues = [settings.queues.cpu, settings.queues.gpu]
     meter = RateMeter()
     try:
+        if recount:
+            store.rebuild_counts(job_id)
         job = job_status(store, job_id)
         if watch:
             while True:
