@@ -116,7 +116,10 @@ def s3_client(settings: S3Settings):  # type: ignore[no-untyped-def]
         max_pool_connections=settings.max_pool_connections,
         s3={"addressing_style": settings.addressing_style},
     )
-    return boto3.session.Session().client("s3", endpoint_url=settings.endpoint_url or None, config=config)
+    verify = str(settings.ca_bundle) if settings.ca_bundle else None  # None: botocore's default trust store
+    return boto3.session.Session().client(
+        "s3", endpoint_url=settings.endpoint_url or None, config=config, verify=verify
+    )
 
 
 def translate_s3_error(exc: Exception, what: str) -> CutoutError:

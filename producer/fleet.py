@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from celery import Celery
 
 INSPECT_TIMEOUT_S = 1.0
 
 
-def live_worker_processes(redis_url: str, queue: str) -> int:
+def live_worker_processes(redis_url: str, queue: str, broker_options: Mapping[str, Any] | None = None) -> int:
     """Pool processes of the workers that answer now and consume `queue` (0 when none answer)."""
     app = Celery(broker=redis_url)
-    app.conf.update(accept_content=["json"], task_serializer="json", result_serializer="json")
+    app.conf.update(
+        accept_content=["json"], task_serializer="json", result_serializer="json", **(broker_options or {})
+    )
     try:
         inspect = app.control.inspect(timeout=INSPECT_TIMEOUT_S)
         queues = inspect.active_queues() or {}

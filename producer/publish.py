@@ -9,10 +9,9 @@ other Celery message (the integration tests enqueue only this way).
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -24,12 +23,19 @@ _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class CeleryPublisher:
-    def __init__(self, app: Celery, item_time_limit_s: float, hard_limit_grace_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        item_time_limit_s: float,
+        hard_limit_grace_s: float = 60.0,
+        *,
+        client: redis.Redis | None = None,
+    ) -> None:
         self.app = app
         self.item_time_limit_s = item_time_limit_s
         # Hard limit = soft limit + this grace, so the soft limit can record a clean "timeout" outcome.
         self.hard_limit_grace_s = hard_limit_grace_s
-        self.redis = redis.Redis.from_url(app.conf.broker_url)
+        self.redis = client if client is not None else redis.Redis.from_url(app.conf.broker_url)
         self._template: dict[str, Any] | None = None
 
     def _envelope_template(self) -> dict[str, Any]:
@@ -46,12 +52,18 @@ class CeleryPublisher:
 
     def encode(self, queue: str, message: TaskMessage) -> str:
         """The Redis list entry for one task: Celery's envelope with this task's fields."""
-        envelope = copy.deepcopy(self._envelope_template())
+        template = self._envelope_template()
         task_id = str(uuid.uuid4())
         soft = self.item_time_limit_s * len(message.keys)
         summary = (
             f"job {message.job_id}: {len(message.keys)} keys"  # argsrepr: Flower shows it, Redis keeps it
         )
+        # Shallow copies: only top-level fields of the headers and properties change per task.
+        envelope = {
+            **template,
+            "headers": dict(template["headers"]),
+            "properties": dict(template["properties"]),
+        }
         headers, properties = envelope["headers"], envelope["properties"]
         headers.update(
             id=task_id, root_id=task_id, timelimit=[soft + self.hard_limit_grace_s, soft], argsrepr=summary
@@ -77,7 +89,7 @@ class CeleryPublisher:
         self.app.send_task(TASK_FINALIZE_JOB, args=[job_id], queue=queue)
 
 
-def producer_app(redis_url: str) -> Celery:
+def producer_app(redis_url: str, broker_options: Mapping[str, Any] | None = None) -> Celery:
     """A light Celery app for sending only: the producer never imports the worker or its models."""
     app = Celery("cutout_fleet.producer")
     app.conf.update(
@@ -85,5 +97,6 @@ def producer_app(redis_url: str) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        **(broker_options or {}),
     )
     return app

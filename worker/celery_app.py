@@ -13,6 +13,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from cutout_fleet.config.settings import Settings, load_settings
+from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_max_memory_per_child=worker.max_memory_per_child_kb or None,
         worker_concurrency=worker.concurrency,
         worker_hijack_root_logger=True,
+        **celery_broker_options(settings),
     )
 
 

@@ -11,6 +11,7 @@ import redis.exceptions
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
+from cutout_fleet.connections import redis_client
 from cutout_fleet.errors import TransientError
 from cutout_fleet.jobs import RedisJobStore
 from cutout_fleet.messages import (
@@ -59,7 +60,7 @@ def runtime() -> BatchRuntime:
             BatchRuntime(
                 settings=settings,
                 catalog=catalog,
-                store=RedisJobStore.from_url(settings.redis_url, settings.job_ttl_s),
+                store=RedisJobStore(redis_client(settings), settings.job_ttl_s),
                 sessions=SessionPool(settings, catalog),
                 open_storage=storage_for,
                 on_job_complete=lambda job_id, queue: finalize_job.apply_async((job_id,), queue=queue),

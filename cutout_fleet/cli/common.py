@@ -105,17 +105,22 @@ def location(text: str, what: str) -> Location:
 
 
 def job_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from cutout_fleet.connections import redis_client
     from cutout_fleet.jobs import RedisJobStore
 
-    return RedisJobStore.from_url(settings.redis_url, settings.job_ttl_s)
+    return RedisJobStore(redis_client(settings), settings.job_ttl_s)
 
 
 def publisher(settings: Settings):  # type: ignore[no-untyped-def]
+    from cutout_fleet.connections import celery_broker_options, redis_client
     from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
     worker = settings.worker
     return CeleryPublisher(
-        producer_app(settings.redis_url), worker.item_time_limit_s, worker.hard_limit_grace_s
+        producer_app(settings.redis_url, celery_broker_options(settings)),
+        worker.item_time_limit_s,
+        worker.hard_limit_grace_s,
+        client=redis_client(settings),
     )
 
 

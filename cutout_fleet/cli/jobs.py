@@ -150,6 +150,7 @@ def _job_items(settings, src, dst, manifest, manifest_format, key_filter, route)
 def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     from functools import lru_cache
 
+    from cutout_fleet.connections import celery_broker_options
     from cutout_fleet.producer.dryrun import dry_run
     from cutout_fleet.producer.fleet import live_worker_processes
     from cutout_fleet.storage import open_storage, parse_location, s3_client
@@ -161,7 +162,9 @@ def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:  # 
     def storage_for(uri: str):  # type: ignore[no-untyped-def]
         return open_storage(parse_location(uri), settings.s3, client)
 
-    processes = live_worker_processes(settings.redis_url, request.queue_for(request.options.model))
+    processes = live_worker_processes(
+        settings.redis_url, request.queue_for(request.options.model), celery_broker_options(settings)
+    )
     report = dry_run(request, chunks, store, storage_for, load_catalog(settings), live_processes=processes)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
