@@ -52,7 +52,9 @@ class S3Settings(BaseModel):
     endpoint_url: str | None = Field(None, description="MinIO/moto URL; empty means AWS S3")
     region: str = "us-east-1"
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
-    retry_mode: Literal["standard", "adaptive", "legacy"] = "adaptive"
+    # standard: exponential backoff with jitter.  adaptive also rate-limits the whole client after
+    # throttling, which slowed a worker's other requests for seconds after one SlowDown here.
+    retry_mode: Literal["standard", "adaptive", "legacy"] = "standard"
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
     connect_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     read_timeout_s: Annotated[float, Field(gt=0)] = 60.0

@@ -12,7 +12,13 @@ from typing import Protocol
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from cutout_fleet.config.settings import S3Settings
@@ -35,6 +41,24 @@ class WriteConflict(TransientError):
 
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+# 4xx answers that botocore itself treats as passing (timeouts, throttling): still passing after its
+# retries ran out, so the task retries them too instead of failing the item for good.
+_TRANSIENT_CODES = {
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "EC2ThrottledException",
+}
 _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {
     "AccessDenied",
@@ -110,7 +134,8 @@ def s3_client(settings: S3Settings):  # type: ignore[no-untyped-def]
     """A boto3 client with botocore's retry mode (backoff + jitter) and timeouts from settings."""
     config = Config(
         region_name=settings.region,
-        retries={"mode": settings.retry_mode, "max_attempts": settings.max_attempts},
+        # total_max_attempts counts the first try too ("max_attempts" here would mean retries after it).
+        retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
         connect_timeout=settings.connect_timeout_s,
         read_timeout=settings.read_timeout_s,
         max_pool_connections=settings.max_pool_connections,
@@ -133,11 +158,17 @@ def translate_s3_error(exc: Exception, what: str) -> CutoutError:
             return SourceMissing(f"{what}: the bucket does not exist", code="bucket_missing")
         if code in _DENIED or status == 403:
             return AccessDenied(f"{what}: access denied ({code}); check the credentials and the IAM policy")
+        if code in _TRANSIENT_CODES:
+            return TransientError(f"{what}: S3 answered {code}, will retry")
         if status and 400 <= status < 500 and status not in (408, 429):
             return PermanentError(
                 f"{what}: S3 refused the request ({code}, HTTP {status})", code="storage_error"
             )
         return TransientError(f"{what}: S3 error {code or status}, will retry")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return AccessDenied(f"{what}: no S3 credentials ({exc}); set them for boto3 (env, profile or role)")
+    if isinstance(exc, ParamValidationError):
+        return PermanentError(f"{what}: invalid S3 request ({exc})", code="storage_error")
     if isinstance(exc, BotoConnectionError | BotoCoreError):
         return TransientError(f"{what}: cannot reach S3 ({exc}), will retry")
     return TransientError(f"{what}: {exc}")
@@ -217,6 +248,10 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise translate_s3_error(exc, f"writing {self._uri(key)}") from exc
         except boto3.exceptions.S3UploadFailedError as exc:
+            # boto3 wraps the real ClientError: a 403 or a missing bucket must stay permanent.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError | BotoCoreError):
+                raise translate_s3_error(cause, f"writing {self._uri(key)}") from exc
             raise TransientError(f"writing {self._uri(key)}: {exc}") from exc
 
     def head_metadata(self, key: str) -> dict[str, str] | None:
