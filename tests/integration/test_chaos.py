@@ -293,3 +293,47 @@ def test_malformed_and_pickled_messages_are_refused_and_never_run(
         assert worker.proc.poll() is None
     finally:
         assert worker.stop() == 0, worker.log()
+
+
+def test_a_job_through_a_faulty_s3_completes_with_every_key_once(
+    redis_url, redis_client, s3_endpoint, s3_client, new_bucket, model_setup, cutout_bin, tmp_path
+):  # type: ignore[no-untyped-def]
+    from tests.support.s3_fault_proxy import S3FaultProxy
+
+    bucket = new_bucket("faulty")
+    keys = _photos(s3_client, bucket)
+    faults = {"500": 1.0, "503": 1.0, "reset": 1.0, "truncate": 0.5}
+    with S3FaultProxy(s3_endpoint, fault_rate=0.2, faults=faults, seed=5) as proxy:
+        # The worker sees S3 only through the proxy; throttling, 5xx, resets and cut-off answers hit it.
+        env = _env(
+            redis_url,
+            proxy.url,
+            model_setup,
+            CUTOUT_WORKER__MODELS=json.dumps(["tiny-u2netp"]),
+            CUTOUT_S3__ADDRESSING_STYLE="path",
+            CUTOUT_S3__READ_TIMEOUT_S="5",
+        )
+        worker = start_worker(cutout_bin, env, tmp_path, concurrency=1)
+        store = RedisJobStore.from_url(redis_url, 3600)
+        try:
+            producer_env = {**env, "CUTOUT_S3__ENDPOINT_URL": s3_endpoint}
+            job = run_cli_json(
+                cutout_bin,
+                producer_env,
+                "enqueue",
+                f"s3://{bucket}/in/",
+                "--out",
+                f"s3://{bucket}/out",
+                "--model",
+                "tiny-u2netp",
+                "--json",
+            )
+            assert wait_for(lambda: store.get(job["job_id"]).state == "done", 180, 0.2), worker.log()
+            _assert_exactly_once(store, s3_client, bucket, job["job_id"], keys)
+        finally:
+            assert worker.stop() == 0, worker.log()
+        injected = proxy.injected_total
+    print(f"S3 fault proxy: {proxy.stats()}")
+    assert injected > 0, proxy.stats()  # the faults really hit mid-work
+    outcomes = list(store.iter_outcomes(job["job_id"]))
+    assert all(o.status == "succeeded" for o in outcomes), [o for o in outcomes if o.status != "succeeded"]
