@@ -24,8 +24,8 @@ Image.init()
 _SRGB = ImageCms.createProfile("sRGB")
 
 # Encoders write about 10 scans (libjpeg's progressive script; optimised ones a few dozen at most), but
-# every scan re-walks every block of the image: a few hundred KB of tiny scans cost minutes of CPU inside
-# one C call, where no soft time limit can interrupt it.  Count them before decoding.
+# every scan re-walks every block of the image: a few hundred KB of tiny scans cost minutes of CPU, spent
+# in C calls that a soft time limit cannot interrupt.  Count them before decoding.
 MAX_JPEG_SCANS = 100
 # The next JPEG marker after entropy-coded data: 0xFF not followed by stuffing (00), RSTn or fill (FF).
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
