@@ -49,7 +49,7 @@ def _default_model_dir() -> Path:
 
 
 class S3Settings(BaseModel):
-    endpoint_url: str | None = Field(None, description="MinIO/moto URL; empty means AWS S3")
+    endpoint_url: str | None = Field(default=None, description="MinIO/moto URL; empty means AWS S3")
     region: str = "us-east-1"
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
     # standard: exponential backoff with jitter.  adaptive also rate-limits the whole client after

@@ -32,6 +32,11 @@ FAIL_PREFIX = "fail:"  # job hash fields counting failures by error code
 RUNNING, DONE, CANCELLED, STOPPED = "running", "done", "cancelled", "stopped"
 
 
+def _text(value: bytes | str) -> str:
+    """A Redis reply as text: our clients answer bytes (decode_responses is off), the types allow str."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}"
 
@@ -400,10 +405,13 @@ class RedisJobStore:
         raw = self.r.hgetall(job_key(job_id))
         if not raw or b"source" not in raw:
             return None
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+        data = {_text(k): _text(v) for k, v in raw.items()}
 
         def number(name: str) -> float | None:
             return float(data[name]) if data.get(name) else None
+
+        def count(name: str) -> int:
+            return int(data.get(name, 0))
 
         return JobRecord(
             job_id=job_id,
@@ -418,14 +426,24 @@ class RedisJobStore:
                 for k, v in data.items()
                 if k.startswith(FAIL_PREFIX) and int(v)
             },
-            **{name: data.get(name) or None for name in ("report_key", "stop_reason")},
+            report_key=data.get("report_key") or None,
+            stop_reason=data.get("stop_reason") or None,
             mapping=data.get("mapping", "relative"),
-            **{name: data.get(name, "") for name in ("source", "out", "model", "queue", "state")},
-            **{name: int(data.get(name, 0)) for name in _INT_FIELDS},
+            source=data.get("source", ""),
+            out=data.get("out", ""),
+            model=data.get("model", ""),
+            queue=data.get("queue", ""),
+            state=data.get("state", ""),
+            total=count("total"),
+            ignored=count("ignored"),
+            succeeded=count("succeeded"),
+            failed=count("failed"),
+            skipped=count("skipped"),
         )
 
     def recent(self, limit: int = 20) -> list[JobRecord]:
-        ids = [i.decode() for i in self.r.zrevrange(JOBS_INDEX, 0, limit - 1)]
+        # Without scores every member is a plain id; redis-py's return type also allows scored pairs.
+        ids = [_text(i) for i in self.r.zrevrange(JOBS_INDEX, 0, limit - 1) if isinstance(i, bytes | str)]
         records = [self.get(job_id) for job_id in ids]
         return [r for r in records if r is not None]
 
@@ -439,7 +457,7 @@ class RedisJobStore:
         results: list[tuple[Claim, str | None]] = [(Claim.NEW, None)] * len(pairs)
         for index, owner_raw in zip(losers[::2], losers[1::2], strict=True):
             i = int(index) - 1
-            owner = owner_raw.decode()
+            owner = _text(owner_raw)
             results[i] = (Claim.AGAIN, None) if owner == pairs[i][0] else (Claim.COLLISION, owner)
         return results
 
@@ -475,7 +493,7 @@ class RedisJobStore:
         state, recorded, attempt = self._begin_item(
             keys=[job_key(job_id), outcomes_key(job_id), attempts_key(job_id)], args=[key, self.ttl_s]
         )
-        return ItemStart(state.decode() if state else None, bool(recorded), int(attempt))
+        return ItemStart(_text(state) if state else None, bool(recorded), int(attempt))
 
     def add_dead_letter(self, job_id: str, key: str, attempts: int, reason: str) -> None:
         entry = json.dumps({"key": key, "attempts": attempts, "reason": reason, "at": time.time()})
@@ -512,7 +530,7 @@ class RedisJobStore:
 
     def state(self, job_id: str) -> str | None:
         value = self.r.hget(job_key(job_id), "state")
-        return value.decode() if value is not None else None
+        return _text(value) if value is not None else None
 
     def add_rate_sample(self, model: str, item_ms: float) -> None:
         """Remember how long an item took on this fleet, for dry-run estimates."""
@@ -545,7 +563,7 @@ class RedisJobStore:
                 try:
                     pipe.watch(key)
                     current = pipe.hget(key, "state")
-                    if current is None or current.decode() not in only_from:
+                    if current is None or _text(current) not in only_from:
                         pipe.reset()
                         return False
                     counts = pipe.hmget(key, "succeeded", "failed")
@@ -589,8 +607,9 @@ class RedisJobStore:
             items = self.r.lpop(parked_key(job_id), chunk)
             if not items:
                 return
+            assert isinstance(items, list)  # with a count, LPOP answers a list (never one bare item)
             for item in items:
-                yield item.decode()
+                yield _text(item)
 
 
 class MemoryJobStore:

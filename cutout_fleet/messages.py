@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -11,7 +11,7 @@ from cutout_fleet.errors import PermanentError
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.options import ImageOptions
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION: Final = 1
 # Task names are part of the wire contract between producer and workers.
 TASK_PROCESS_BATCH = "cutout.process_batch"
 TASK_FINALIZE_JOB = "cutout.finalize_job"

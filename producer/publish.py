@@ -45,7 +45,7 @@ class CeleryPublisher:
             self.app.send_task(TASK_PROCESS_BATCH, args=[{}], queue=probe, argsrepr="")
             raw = self.redis.lpop(probe)
             self.redis.delete(probe, f"_kombu.binding.{probe}", f"_kombu.binding_permanent.{probe}")
-            if raw is None:
+            if not isinstance(raw, bytes | str):  # None: nothing came back
                 raise RuntimeError("could not read back a probe message from Redis")
             self._template = json.loads(raw)
         return self._template

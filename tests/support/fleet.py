@@ -16,7 +16,12 @@ from celery import Celery
 
 
 def fleet_env(
-    *, redis_url: str, s3_endpoint: str, model_dir: Path, catalog: Path | None, extra: Mapping[str, str] = ()
+    *,
+    redis_url: str,
+    s3_endpoint: str,
+    model_dir: Path,
+    catalog: Path | None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment a worker or the CLI gets: everything through settings, nothing hard-coded."""
     env = dict(os.environ)
@@ -31,7 +36,8 @@ def fleet_env(
     )
     if catalog is not None:
         env["CUTOUT_MODEL_CATALOG"] = str(catalog)
-    env.update(dict(extra))
+    if extra is not None:
+        env.update(extra)
     return env
 
 
