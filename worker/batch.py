@@ -91,10 +91,14 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
         # One round trip before every key: the job's state (so `cancel` and the failure guard take
         # effect within one image), whether a redelivery already recorded it, and its attempt count.
         start = store.begin_item(job_id, key)
-        if start.state is None or start.state == CANCELLED:
-            log.info(
-                "dropping %d keys of %s job %s", len(message.keys) - index, start.state or "expired", job_id
-            )
+        if start.state is None:
+            # An unknown (or expired) job: refused like a malformed message, recorded, never run.
+            reason = f"task for unknown or expired job {job_id!r}: {len(message.keys) - index} keys dropped"
+            store.add_rejected("", reason, message.model_dump_json()[:500])
+            log.warning("%s", reason)
+            return BatchResult(recorded, already, dropped=len(message.keys) - index)
+        if start.state == CANCELLED:
+            log.info("dropping %d keys of cancelled job %s", len(message.keys) - index, job_id)
             return BatchResult(recorded, already, dropped=len(message.keys) - index)
         if start.state == STOPPED:
             rest = message.model_copy(update={"keys": message.keys[index:]})

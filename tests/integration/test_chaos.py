@@ -285,9 +285,20 @@ def test_malformed_and_pickled_messages_are_refused_and_never_run(
         ):
             push(json.dumps([[payload], {}, {}]), "application/json", None)
         assert wait_for(lambda: redis_client.llen("cpu") == 0, 30), worker.log()
-        assert wait_for(lambda: len(RedisJobStore(redis_client, 60).rejected()) >= 3, 30), worker.log()
-        rejected = RedisJobStore(redis_client, 60).rejected()
-        assert all("does not match the schema" in entry["reason"] for entry in rejected)
+        # And a well-formed task of a job that does not exist (or expired)
+        unknown = {
+            "v": 1,
+            "job_id": "no-such-job",
+            "source": "s3://b/",
+            "out": "s3://b/o",
+            "options": {"model": SLOW},
+            "keys": ["k.png"],
+        }
+        push(json.dumps([[unknown], {}, {}]), "application/json", None)
+        assert wait_for(lambda: len(RedisJobStore(redis_client, 60).rejected()) >= 4, 30), worker.log()
+        reasons = [entry["reason"] for entry in RedisJobStore(redis_client, 60).rejected()]
+        assert sum("does not match the schema" in reason for reason in reasons) == 3, reasons
+        assert any("unknown or expired job 'no-such-job'" in reason for reason in reasons), reasons
         assert not marker.exists()  # the pickle never ran
         assert "untrusted content" in worker.log() or "ContentDisallowed" in worker.log()
         assert worker.proc.poll() is None
