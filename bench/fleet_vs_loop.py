@@ -26,13 +26,10 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +53,7 @@ from cutout_fleet.storage import open_storage, parse_location, s3_client
 from cutout_fleet.worker.models.catalog import load_catalog
 from cutout_fleet.worker.models.runner import ModelSession
 from cutout_fleet.worker.pipeline import Timings, make_cutout
+from tests.support import servers
 from tests.support.fleet import WorkerProcess, fleet_env, sample_catalog, start_worker
 
 MODEL = "u2netp"
@@ -234,46 +232,18 @@ def run_loop(
 
 
 # -- the fleet -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-LOG_TAIL_CHARS:] if path.exists() else "(no log)"
 
 
 @contextmanager
 def moto_server(log_dir: Path) -> Iterator[str]:
-    """moto_server on a free loopback port, as tests/conftest.py starts it; terminated on exit."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = log_dir / "moto.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    """moto_server on a free loopback port, as the tests start it; terminated on exit."""
     try:
-        deadline = time.monotonic() + MOTO_START_TIMEOUT_S
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"moto_server did not start on {url}:\n{log_tail(log_path)}") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        with servers.moto_server(log_dir / "moto.log") as url:
+            yield url
+    except RuntimeError as exc:
+        raise BenchError(f"{exc}:\n{log_tail(log_dir / 'moto.log')}") from None
 
 
 @contextmanager

@@ -192,9 +192,8 @@ class JobStore(Protocol):
     def create(self, spec: JobSpec) -> None: ...
     def get(self, job_id: str) -> JobRecord | None: ...
     def claim_outputs(
-        self, job_id: str, pairs: Sequence[tuple[str, str]]
+        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0
     ) -> list[tuple[Claim, str | None]]: ...
-    def add_items(self, job_id: str, accepted: int, ignored: int) -> None: ...
     def finalize(self, job_id: str) -> bool: ...
     def record(self, job_id: str, outcome: Outcome) -> tuple[bool, bool]: ...
     def is_recorded(self, job_id: str, key: str) -> bool: ...
@@ -322,20 +321,28 @@ for code, n in pairs(fails) do redis.call('HSET', job, 'fail:' .. code, n) end
 local total = redis.call('HLEN', claims) + collisions
 redis.call('HSET', job, 'succeeded', counts['succeeded'], 'failed', counts['failed'],
            'skipped', counts['skipped'])
-if tonumber(redis.call('HGET', job, 'total') or 0) < total then redis.call('HSET', job, 'total', total) end
+redis.call('HSET', job, 'total', total)
 return 1
 """
 
 # ARGV: ttl, then (output key, source key) pairs.  Returns {index, owner} for each key already claimed.
 _CLAIM_LUA = """
-local claims = KEYS[1]
+local claims, job = KEYS[1], KEYS[2]
 local losers = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', claims, ARGV[i], ARGV[i + 1]) == 0 then
-    losers[#losers + 1] = i / 2
-    losers[#losers + 1] = redis.call('HGET', claims, ARGV[i])
+local added = 0
+for i = 3, #ARGV, 2 do
+  if redis.call('HSETNX', claims, ARGV[i], ARGV[i + 1]) == 1 then
+    added = added + 1
+  else
+    local owner = redis.call('HGET', claims, ARGV[i])
+    if owner ~= ARGV[i + 1] then added = added + 1 end  -- a collision is an item of the job too
+    losers[#losers + 1] = (i - 1) / 2
+    losers[#losers + 1] = owner
   end
 end
+-- Counted in the same script as the claims: a call retried after a dropped reply adds nothing twice.
+redis.call('HINCRBY', job, 'total', added)
+redis.call('HINCRBY', job, 'ignored', tonumber(ARGV[2]))
 redis.call('EXPIRE', claims, tonumber(ARGV[1]))
 return losers
 """
@@ -449,24 +456,20 @@ class RedisJobStore:
         return [r for r in records if r is not None]
 
     # -- enqueueing -------------------------------------------------------------------------------
-    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[Claim, str | None]]:
-        """Claim each output key for its source key: one script call for a whole chunk of keys."""
-        args: list[str | int] = [self.ttl_s]
+    def claim_outputs(
+        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0
+    ) -> list[tuple[Claim, str | None]]:
+        """Claim each output key for its source key and count the job's new items: one script call."""
+        args: list[str | int] = [self.ttl_s, ignored]
         for source_key, out_key in pairs:
             args += [out_key, source_key]
-        losers = self._claim(keys=[claims_key(job_id)], args=args)
+        losers = self._claim(keys=[claims_key(job_id), job_key(job_id)], args=args)
         results: list[tuple[Claim, str | None]] = [(Claim.NEW, None)] * len(pairs)
         for index, owner_raw in zip(losers[::2], losers[1::2], strict=True):
             i = int(index) - 1
             owner = _text(owner_raw)
             results[i] = (Claim.AGAIN, None) if owner == pairs[i][0] else (Claim.COLLISION, owner)
         return results
-
-    def add_items(self, job_id: str, accepted: int, ignored: int) -> None:
-        pipe = self.r.pipeline()
-        pipe.hincrby(job_key(job_id), "total", accepted)
-        pipe.hincrby(job_key(job_id), "ignored", ignored)
-        pipe.execute()
 
     def finalize(self, job_id: str) -> bool:
         return bool(self._finalize(keys=[job_key(job_id)], args=[repr(time.time())]))
@@ -644,7 +647,9 @@ class MemoryJobStore:
     def get(self, job_id: str) -> JobRecord | None:
         return self.jobs.get(job_id)
 
-    def claim_outputs(self, job_id: str, pairs: Sequence[tuple[str, str]]) -> list[tuple[Claim, str | None]]:
+    def claim_outputs(
+        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0
+    ) -> list[tuple[Claim, str | None]]:
         claims = self.claims[job_id]
         results: list[tuple[Claim, str | None]] = []
         for source_key, out_key in pairs:
@@ -656,11 +661,10 @@ class MemoryJobStore:
                 results.append((Claim.AGAIN, None))
             else:
                 results.append((Claim.COLLISION, owner))
+        job = self.jobs[job_id]
+        job.total += sum(claim is not Claim.AGAIN for claim, _ in results)
+        job.ignored += ignored
         return results
-
-    def add_items(self, job_id: str, accepted: int, ignored: int) -> None:
-        self.jobs[job_id].total += accepted
-        self.jobs[job_id].ignored += ignored
 
     def _complete_if_done(self, job: JobRecord) -> bool:
         if job.final and job.state == RUNNING and job.finished >= job.total:

@@ -179,10 +179,10 @@ def _enqueue_chunk(
     job_id = result.job_id
     resolved = [(item, effective_options(request, item)) for item in chunk.images]
     pairs = [(claim_id(item), item_output_key(request, item, opts)) for item, opts in resolved]
-    claims = store.claim_outputs(job_id, pairs) if pairs else []
+    # Claims and counts in one step, before publishing: a fast worker can never finish more items
+    # than the job has, and a retried call after a dropped connection counts nothing twice.
+    claims = store.claim_outputs(job_id, pairs, chunk.ignored)
     new = sum(claim is not Claim.AGAIN for claim, _ in claims)
-    # Count before publishing, so a fast worker can never finish more items than the job has.
-    store.add_items(job_id, new, chunk.ignored)
     result.total += new
     result.ignored += chunk.ignored
     result.again += len(pairs) - new

@@ -12,9 +12,9 @@ import redis
 from PIL import Image
 
 from cutout_fleet.jobs import RedisJobStore, attempts_key
-from tests.conftest import free_port
 from tests.support.fleet import fleet_env, run_cli_json, sample_catalog, start_worker
 from tests.support.processes import RedisServer, children, kill9, wait_for
+from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -348,3 +348,63 @@ def test_a_job_through_a_faulty_s3_completes_with_every_key_once(
     assert injected > 0, proxy.stats()  # the faults really hit mid-work
     outcomes = list(store.iter_outcomes(job["job_id"]))
     assert all(o.status == "succeeded" for o in outcomes), [o for o in outcomes if o.status != "succeeded"]
+
+
+def test_the_producer_rides_out_a_redis_restart_mid_enqueue(tmp_path):  # type: ignore[no-untyped-def]
+    import threading
+
+    from bench.enqueue_speed import write_manifest
+    from cutout_fleet.config.settings import load_settings
+    from cutout_fleet.connections import redis_client
+    from cutout_fleet.options import ImageOptions
+    from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
+    from cutout_fleet.producer.listing import iter_manifest_chunks
+    from cutout_fleet.producer.manifest import iter_manifest
+    from cutout_fleet.producer.publish import CeleryPublisher, producer_app
+    from cutout_fleet.storage import parse_location
+
+    server = RedisServer(free_port(), tmp_path / "redis")
+    server.start()
+    keys = 60_000
+    manifest = tmp_path / "m.csv"
+    write_manifest(manifest, keys)
+    settings = load_settings(redis_url=server.url)
+    store = RedisJobStore(redis_client(settings), 3600)
+    publisher = CeleryPublisher(producer_app(server.url), 60, client=redis_client(settings))
+    request = EnqueueRequest(
+        source=parse_location("s3://catalog-bucket/m.csv"),
+        out=parse_location("s3://cutouts/out"),
+        options=ImageOptions(),
+        queue_for=lambda _model: "cpu",
+        items_per_task=16,
+        job_id="restart",
+        mapping="full",
+    )
+    outcome: dict[str, object] = {}
+
+    def produce() -> None:
+        try:
+            outcome["result"] = enqueue_job(
+                request, store, iter_manifest_chunks(iter_manifest(str(manifest))), publisher
+            )
+        except Exception as exc:  # reported below, with the restart's timing
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=produce)
+    try:
+        thread.start()
+        assert wait_for(lambda: (job := store.get("restart")) is not None and job.total >= 5_000, 60)
+        server.stop()  # mid-enqueue: the producer's next commands meet a dead server
+        assert thread.is_alive()
+        time.sleep(1.0)
+        server.start()
+        thread.join(120)
+        assert "error" not in outcome, outcome
+        job = store.get("restart")
+        assert job is not None and job.final and job.total == keys  # exact, though commands were retried
+        queued: set[str] = set()
+        for entry in store.r.lrange("cpu", 0, -1):
+            queued.update(json.loads(json.loads(entry)["body"])[0][0]["keys"])
+        assert len(queued) == keys  # every key is in a queued task (a retried push may repeat one)
+    finally:
+        server.stop()

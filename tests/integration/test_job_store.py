@@ -22,6 +22,10 @@ def _job(store, job_id: str = "job-1") -> str:  # type: ignore[no-untyped-def]
     return job_id
 
 
+def _add_items(store, job_id: str, keys: list[str], ignored: int = 0) -> None:  # type: ignore[no-untyped-def]
+    store.claim_outputs(job_id, [(key, f"o/{key}") for key in keys], ignored)
+
+
 def _ok(key: str) -> Outcome:
     return Outcome(key, "succeeded", f"o/{key}", "u2netp", timings_ms={"model": 1.0})
 
@@ -34,7 +38,7 @@ def test_a_new_job_is_running_with_zero_counts(store) -> None:  # type: ignore[n
 
 def test_creating_the_same_job_again_keeps_it_and_its_counts(store) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(store)
-    store.add_items(job_id, 3, 0)
+    _add_items(store, job_id, ["a", "b", "c"])
     _job(store)
     assert store.get(job_id).total == 3
 
@@ -47,7 +51,7 @@ def test_a_job_id_cannot_be_reused_for_other_inputs(store) -> None:  # type: ign
 
 def test_an_outcome_delivered_twice_is_counted_once(store) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(store)
-    store.add_items(job_id, 2, 0)
+    _add_items(store, job_id, ["a", "b"])
     assert store.record(job_id, _ok("a")) == (True, False)
     assert store.record(job_id, _ok("a")) == (False, False)
     assert store.record(job_id, failed("a", None, "u2netp", "undecodable", "x")) == (False, False)
@@ -59,7 +63,7 @@ def test_an_outcome_delivered_twice_is_counted_once(store) -> None:  # type: ign
 
 def test_items_finishing_before_the_listing_ends_do_not_complete_the_job(store) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(store)
-    store.add_items(job_id, 1, 0)
+    _add_items(store, job_id, ["a"])
     assert store.record(job_id, _ok("a")) == (True, False)  # total not final yet
     assert store.get(job_id).state == "running"
     assert store.finalize(job_id) is True  # the producer's finalize is the one that completes it
@@ -69,7 +73,7 @@ def test_items_finishing_before_the_listing_ends_do_not_complete_the_job(store) 
 
 def test_the_last_outcome_completes_a_finalized_job_exactly_once(store) -> None:  # type: ignore[no-untyped-def]
     job_id = _job(store)
-    store.add_items(job_id, 2, 3)
+    _add_items(store, job_id, ["a", "b"], ignored=3)
     assert store.finalize(job_id) is False
     assert store.record(job_id, _ok("a")) == (True, False)
     assert store.record(job_id, failed("b", "o/b", "u2netp", "undecodable", "bad")) == (True, True)
@@ -95,8 +99,7 @@ def test_output_claims_name_the_first_owner_and_recognise_the_same_key(store) ->
 def test_redis_job_keys_expire(redis_client) -> None:  # type: ignore[no-untyped-def]
     store = RedisJobStore(redis_client, TTL_S)
     job_id = _job(store)
-    store.claim_outputs(job_id, [("a", "o/a")])
-    store.add_items(job_id, 1, 0)
+    _add_items(store, job_id, ["a"])
     store.record(job_id, _ok("a"))
     for key in redis_client.scan_iter(f"cf:job:{{{job_id}}}*"):
         assert 0 < redis_client.ttl(key) <= TTL_S, key
@@ -107,3 +110,11 @@ def test_an_outcome_for_an_expired_job_is_not_recorded(redis_client) -> None:  #
     store = RedisJobStore(redis_client, TTL_S)
     assert store.record("gone", _ok("a")) == (False, False)
     assert list(redis_client.scan_iter("cf:job:{gone}*")) == []
+
+
+def test_claiming_counts_new_items_and_collisions_but_never_a_key_twice(store) -> None:  # type: ignore[no-untyped-def]
+    job_id = _job(store)
+    store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/b.jpg", "o/b.png")], 4)
+    store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/a.png", "o/a.png")])  # again + a collision
+    job = store.get(job_id)
+    assert (job.total, job.ignored) == (3, 4)
