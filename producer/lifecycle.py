@@ -105,7 +105,8 @@ def retry_job(
     if job.state == STOPPED:
         store.set_state(job_id, RUNNING, only_from=(STOPPED,))
     retried = 0
-    failures = store.failed_keys(job_id)
+    # A collision is not a failure that running again can fix: it would overwrite the other key's output.
+    failures = (o for o in store.failed_keys(job_id) if o.error_code != "output_collision")
     while chunk := list(islice(failures, RETRY_CHUNK)):
         # Forget first, publish second: a worker can then record the new outcome straight away.
         forgotten = store.unrecord_failed(job_id, [o.key for o in chunk])

@@ -157,6 +157,13 @@ def test_two_inputs_with_one_output_name_fail_the_later_one_as_a_collision(
     meta = s3_client.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
     assert meta["cutout-source-key"] == "p/a.jpg"
 
+    # And retrying the job does not run the colliding key over the other one's output
+    run_cli(cutout_bin, env, "retry", job["job_id"])
+    status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=60)
+    assert (status["succeeded"], status["failed"]) == (1, 1)
+    after = s3_client.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
+    assert after["cutout-source-key"] == "p/a.jpg"
+
 
 def test_invalid_options_enqueue_nothing_and_exit_2(fleet, s3_client, new_bucket, cutout_bin, redis_url):  # type: ignore[no-untyped-def]
     import redis
