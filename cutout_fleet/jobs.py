@@ -201,7 +201,6 @@ class JobStore(Protocol):
     def add_dead_letter(self, job_id: str, key: str, attempts: int, reason: str) -> None: ...
     def forget_attempt(self, job_id: str, key: str) -> None: ...
     def add_rejected(self, task_id: str, reason: str, payload: str) -> None: ...
-    def state(self, job_id: str) -> str | None: ...
     def add_rate_sample(self, model: str, item_ms: float) -> None: ...
     def park(self, job_id: str, payload: str) -> None: ...
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]: ...
@@ -525,9 +524,6 @@ class RedisJobStore:
     def dead_letters(self, job_id: str) -> list[dict[str, object]]:
         return [json.loads(entry) for entry in self.r.lrange(dead_key(job_id), 0, -1)]
 
-    def attempts(self, job_id: str, key: str) -> int:
-        return int(self.r.hget(attempts_key(job_id), key) or 0)
-
     def rebuild_counts(self, job_id: str) -> bool:
         """Recount the job from its per-key outcomes and claims; False when the job does not exist."""
         return bool(self._rebuild(keys=[job_key(job_id), outcomes_key(job_id), claims_key(job_id)]))
@@ -692,10 +688,6 @@ class MemoryJobStore:
 
     def is_recorded(self, job_id: str, key: str) -> bool:
         return key in self.outcomes[job_id]
-
-    def state(self, job_id: str) -> str | None:
-        job = self.jobs.get(job_id)
-        return job.state if job else None
 
     def begin_item(self, job_id: str, key: str) -> ItemStart:
         job = self.jobs.get(job_id)

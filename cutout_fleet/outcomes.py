@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Status = Literal["succeeded", "failed", "skipped"]
-FINAL_STATUSES: tuple[Status, ...] = ("succeeded", "failed", "skipped")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -70,7 +71,7 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
         raise UndecodableImage(
             f"{name}: not a supported image (expected one of {', '.join(ALLOWED_FORMATS)})"
         ) from exc
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct_error()) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         raise UndecodableImage(f"{name}: the image data is corrupt or truncated ({exc})") from exc
     except MemoryError as exc:
         raise ImageTooLarge(f"{name}: decoding ran out of memory") from exc
@@ -128,12 +129,6 @@ def jpeg_scan_count(data: bytes, *, stop_after: int) -> int:
         # After a scan header the entropy-coded data follows: the search above skips it.
         position = start + 2 + length
     return scans
-
-
-def struct_error() -> type[Exception]:
-    import struct
-
-    return struct.error
 
 
 def _upright(image: Image.Image) -> Image.Image:
