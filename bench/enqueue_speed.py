@@ -21,12 +21,12 @@ from pathlib import Path
 import redis
 
 from cutout_fleet.config.settings import load_settings
-from cutout_fleet.jobs import RedisJobStore, claims_key, job_key
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_manifest_chunks
 from cutout_fleet.producer.manifest import iter_manifest
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
+from cutout_fleet.state import RedisJobStore, claims_key, job_key
 from cutout_fleet.storage import parse_location
 
 QUEUE = "bench-enqueue"

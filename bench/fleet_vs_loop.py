@@ -40,17 +40,17 @@ from urllib.parse import urlsplit, urlunsplit
 import onnxruntime as ort
 import redis
 
+from cutout_fleet.catalog import load_catalog
 from cutout_fleet.cli.common import queue_for
 from cutout_fleet.config.settings import Settings, load_settings
 from cutout_fleet.errors import ConfigError
-from cutout_fleet.jobs import DONE, RUNNING, FailureGuard, RedisJobStore
 from cutout_fleet.keys import report_keys
 from cutout_fleet.options import ImageOptions, make_options
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_listing_chunks
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
+from cutout_fleet.state import DONE, RUNNING, FailureGuard, RedisJobStore
 from cutout_fleet.storage import open_storage, parse_location, s3_client
-from cutout_fleet.worker.models.catalog import load_catalog
 from cutout_fleet.worker.models.runner import ModelSession
 from cutout_fleet.worker.pipeline import Timings, make_cutout
 from tests.support import servers

@@ -6,17 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import TransientError
-from cutout_fleet.jobs import JobRecord, MemoryJobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_listing_chunks, output_inside
 from cutout_fleet.reports import write_report
+from cutout_fleet.state import JobRecord, MemoryJobStore
 from cutout_fleet.storage import Location, Storage, open_storage, parse_location
 from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
-from cutout_fleet.worker.models.catalog import load_catalog
 from cutout_fleet.worker.sessions import SessionPool, check_models_installed
 
 EMBEDDED_QUEUE = "embedded"

@@ -3,6 +3,9 @@
 PermanentError: retrying cannot help (bad image, missing object, collision) -> fail the item now.
 TransientError: the world may heal (S3 throttling, connection reset) -> retry with backoff.
 ConfigError: the operator must fix settings or install a model; raised at start-up.
+JobError: a command about a job cannot be carried out (unknown id, wrong state); nothing changed.
+
+The CLI catches CutoutError alone: every error a user can act on is in this tree.
 """
 
 from __future__ import annotations
@@ -27,6 +30,34 @@ class ConfigError(CutoutError):
     """Settings, catalogue or model files are wrong; the message says what to change."""
 
     code = "config_error"
+
+
+class ModelDownloadFailed(ConfigError):
+    """`cutout models pull` could not fetch a model from one source (the next source is tried)."""
+
+    code = "model_download_failed"
+
+
+class JobError(CutoutError):
+    """A job command was refused; the message says why and what to do instead."""
+
+    code = "job_error"
+
+
+class JobNotFound(JobError):
+    code = "job_not_found"
+
+
+class JobExists(JobError):
+    """A job id was reused with other inputs or options."""
+
+    code = "job_exists"
+
+
+class JobStateConflict(JobError):
+    """The job is in a state where this command does not apply (e.g. resuming a running job)."""
+
+    code = "job_state_conflict"
 
 
 class PermanentError(CutoutError):

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-from cutout_fleet.jobs import JobRecord, JobStore
 from cutout_fleet.keys import report_keys
 from cutout_fleet.outcomes import Outcome
+from cutout_fleet.state import JobRecord, JobStore
 from cutout_fleet.storage import Storage
 
 

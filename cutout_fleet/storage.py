@@ -130,7 +130,7 @@ class Storage(Protocol):
     def head_metadata(self, key: str) -> dict[str, str] | None: ...
 
 
-def s3_client(settings: S3Settings):  # type: ignore[no-untyped-def]
+def s3_client(settings: S3Settings):
     """A boto3 client with botocore's retry mode (backoff + jitter) and timeouts from settings."""
     config = Config(
         region_name=settings.region,
@@ -175,7 +175,7 @@ def translate_s3_error(exc: Exception, what: str) -> CutoutError:
 
 
 class S3Storage:
-    def __init__(self, location: Location, client) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, location: Location, client) -> None:
         self.location = location
         self.client = client
 
@@ -302,7 +302,7 @@ class LocalStorage:
             raise AccessDenied(f"{path}: permission denied") from exc
         return StoredObject(data, hashlib.md5(data, usedforsecurity=False).hexdigest())
 
-    def _write_atomically(self, key: str, write) -> None:  # type: ignore[no-untyped-def]
+    def _write_atomically(self, key: str, write) -> None:
         path = safe_local_path(self.root, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
@@ -335,7 +335,7 @@ class LocalStorage:
         return {} if path.exists() else None
 
 
-def open_storage(location: Location, s3_settings: S3Settings, client=None) -> Storage:  # type: ignore[no-untyped-def]
+def open_storage(location: Location, s3_settings: S3Settings, client=None) -> Storage:
     if location.scheme == "s3":
         return S3Storage(location, client or s3_client(s3_settings))
     return LocalStorage(location)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from cutout_fleet.jobs import Claim, JobSpec, RedisJobStore, job_keys
+from cutout_fleet.catalog import Catalog
 from cutout_fleet.options import options_hash
 from cutout_fleet.producer.enqueue import (
     EnqueueRequest,
@@ -17,8 +17,8 @@ from cutout_fleet.producer.enqueue import (
     item_source_uri,
 )
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
+from cutout_fleet.state import Claim, JobSpec, RedisJobStore, job_keys
 from cutout_fleet.storage import Storage
-from cutout_fleet.worker.models.catalog import Catalog
 from cutout_fleet.worker.pipeline import up_to_date
 
 SAMPLE_SIZE = 10

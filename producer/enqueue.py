@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
-from cutout_fleet.jobs import Claim, FailureGuard, JobSpec, JobStore, new_job_id
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions, make_options
 from cutout_fleet.outcomes import failed
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
+from cutout_fleet.state import Claim, FailureGuard, JobSpec, JobStore, new_job_id
 from cutout_fleet.storage import Location
 
 

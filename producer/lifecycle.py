@@ -8,26 +8,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 
-from cutout_fleet.jobs import CANCELLED, RUNNING, STOPPED, JobRecord, RedisJobStore
+from cutout_fleet.errors import JobStateConflict
 from cutout_fleet.messages import TaskMessage, parse_message
 from cutout_fleet.options import make_options
 from cutout_fleet.outcomes import Outcome
 from cutout_fleet.producer.enqueue import Publisher
 from cutout_fleet.producer.status import job_status
+from cutout_fleet.state import CANCELLED, RUNNING, STOPPED, JobRecord, RedisJobStore
 
 RETRY_CHUNK = 500
 QueueFor = Callable[[str], str]
-
-
-class LifecycleError(Exception):
-    """The job is not in a state that allows this command; the message says which state it is in."""
 
 
 def cancel_job(store: RedisJobStore, publisher: Publisher, job_id: str) -> JobRecord:
     """Stop all further work: workers drop the job's queued tasks unprocessed; the report says cancelled."""
     job = job_status(store, job_id)
     if not store.set_state(job_id, CANCELLED, only_from=(RUNNING, STOPPED)):
-        raise LifecycleError(f"job {job_id} is {job.state}; only running or stopped jobs can be cancelled")
+        raise JobStateConflict(f"job {job_id} is {job.state}; only running or stopped jobs can be cancelled")
     for _ in store.take_parked(job_id):
         pass  # held tasks of a stopped job: cancelled means they never run
     publisher.job_complete(job_id, job.queue)  # the report of what was done before the cancel
@@ -53,7 +50,7 @@ def resume_job(store: RedisJobStore, publisher: Publisher, job_id: str, queue_fo
     """Continue a stopped job: its held tasks go back on the queue and the failure guard starts afresh."""
     job = job_status(store, job_id)
     if not store.set_state(job_id, RUNNING, only_from=(STOPPED,)):
-        raise LifecycleError(f"job {job_id} is {job.state}; only a stopped job can be resumed")
+        raise JobStateConflict(f"job {job_id} is {job.state}; only a stopped job can be resumed")
     count = _republish_parked(store, publisher, job_id, queue_for)
     if job.final and store.finalize(job_id):
         publisher.job_complete(job_id, job.queue)  # everything had finished while it was stopped
@@ -101,7 +98,7 @@ def retry_job(
     """Run only the failed items again (and a stopped job's held tasks); succeeded ones are left alone."""
     job = job_status(store, job_id)
     if job.state == CANCELLED:
-        raise LifecycleError(f"job {job_id} was cancelled; enqueue it again as a new job")
+        raise JobStateConflict(f"job {job_id} was cancelled; enqueue it again as a new job")
     if job.state == STOPPED:
         store.set_state(job_id, RUNNING, only_from=(STOPPED,))
     retried = 0

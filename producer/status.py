@@ -7,11 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cutout_fleet.jobs import JobRecord, JobStore, RedisJobStore
-
-
-class JobNotFound(LookupError):
-    pass
+from cutout_fleet.errors import JobNotFound
+from cutout_fleet.state import JobRecord, JobStore, RedisJobStore
 
 
 def job_status(store: JobStore, job_id: str) -> JobRecord:

@@ -7,14 +7,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cutout_fleet.catalog import Catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, CutoutError, ModelError, TransientError
-from cutout_fleet.jobs import CANCELLED, STOPPED, JobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
 from cutout_fleet.outcomes import Outcome, failed
+from cutout_fleet.state import CANCELLED, STOPPED, JobStore
 from cutout_fleet.storage import Storage, parse_location
-from cutout_fleet.worker.models.catalog import Catalog
 from cutout_fleet.worker.pipeline import ItemContext, MaskPredictor, process_item
 from cutout_fleet.worker.sessions import SessionPool
 

@@ -69,7 +69,7 @@ configure(app, settings)
 @signals.worker_init.connect
 def _check_models(**_: object) -> None:
     """Refuse to start a worker whose models are missing or damaged, with the command to fix it."""
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.sessions import check_models_installed
 
     try:

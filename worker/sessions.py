@@ -6,11 +6,10 @@ import logging
 import os
 from collections import OrderedDict
 
+from cutout_fleet.catalog import Catalog, verify_checksum
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
-from cutout_fleet.worker.models.catalog import Catalog
 from cutout_fleet.worker.models.runner import ModelSession, missing_model_message
-from cutout_fleet.worker.models.spec import verify_checksum
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import redis.exceptions
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 
+from cutout_fleet.catalog import load_catalog
 from cutout_fleet.connections import redis_client
 from cutout_fleet.errors import TransientError
-from cutout_fleet.jobs import RedisJobStore
 from cutout_fleet.messages import (
     TASK_FINALIZE_JOB,
     TASK_PROCESS_BATCH,
@@ -23,10 +23,10 @@ from cutout_fleet.messages import (
 )
 from cutout_fleet.outcomes import failed
 from cutout_fleet.reports import write_report
+from cutout_fleet.state import RedisJobStore
 from cutout_fleet.storage import Storage, open_storage, parse_location, s3_client
 from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
 from cutout_fleet.worker.celery_app import app, settings
-from cutout_fleet.worker.models.catalog import load_catalog
 from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def send_again(message: TaskMessage, keys: list[str]) -> None:
 
 
 class BatchTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # type: ignore[no-untyped-def]
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
         """Hard time limit: the pool child was killed mid-key and Celery acked the message.
 
         Send it again: recorded keys are skipped, and the key that was running has had its attempt

@@ -87,7 +87,7 @@ def image_options(func: Any) -> Any:
 
 
 def build_options(settings: Settings, model: str | None, fmt: str, **values: Any) -> ImageOptions:
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
 
     name = model or settings.default_model
     try:
@@ -104,14 +104,14 @@ def location(text: str, what: str) -> Location:
         raise click.UsageError(f"{what}: {exc}") from exc
 
 
-def job_store(settings: Settings):  # type: ignore[no-untyped-def]
+def job_store(settings: Settings):
     from cutout_fleet.connections import redis_client
-    from cutout_fleet.jobs import RedisJobStore
+    from cutout_fleet.state import RedisJobStore
 
     return RedisJobStore(redis_client(settings), settings.job_ttl_s)
 
 
-def publisher(settings: Settings):  # type: ignore[no-untyped-def]
+def publisher(settings: Settings):
     from cutout_fleet.connections import celery_broker_options, redis_client
     from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
@@ -124,9 +124,9 @@ def publisher(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def queue_for(settings: Settings):  # type: ignore[no-untyped-def]
+def queue_for(settings: Settings):
     """model name -> the queue its workers consume (from the model's spec)."""
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
 
     catalog = load_catalog(settings)
 

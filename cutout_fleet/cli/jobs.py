@@ -23,9 +23,9 @@ from cutout_fleet.cli.common import (
 )
 from cutout_fleet.cli.group import cli
 from cutout_fleet.errors import CutoutError, InvalidOptions
-from cutout_fleet.jobs import CANCELLED, DONE, RUNNING
 from cutout_fleet.messages import JOB_ID_PATTERN
 from cutout_fleet.producer.listing import KeyFilter
+from cutout_fleet.state import CANCELLED, DONE, RUNNING
 from cutout_fleet.storage import parse_location
 
 WATCH_REFRESH_S = 2.0
@@ -61,8 +61,9 @@ def enqueue(
     **values: Any,
 ) -> None:
     """Queue every image under SOURCE (s3://BUCKET/PREFIX), or every line of --manifest, for the workers."""
-    from cutout_fleet.jobs import FailureGuard, JobExists
+    from cutout_fleet.errors import JobExists
     from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
+    from cutout_fleet.state import FailureGuard
 
     settings = settings_or_exit()
     options = build_options(settings, model, fmt, **values)
@@ -124,7 +125,7 @@ def enqueue(
     )
 
 
-def _job_items(settings, src, dst, manifest, manifest_format, key_filter, route):  # type: ignore[no-untyped-def]
+def _job_items(settings, src, dst, manifest, manifest_format, key_filter, route):
     """(key mapping, chunk iterator) for a prefix or a manifest; a manifest is validated whole first."""
     from cutout_fleet.producer.listing import iter_listing_chunks, iter_manifest_chunks, output_inside
     from cutout_fleet.storage import open_storage, s3_client
@@ -147,19 +148,19 @@ def _job_items(settings, src, dst, manifest, manifest_format, key_filter, route)
     return mapping, iter_manifest_chunks(entries, key_filter=key_filter)
 
 
-def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:
     from functools import lru_cache
 
+    from cutout_fleet.catalog import load_catalog
     from cutout_fleet.connections import celery_broker_options
     from cutout_fleet.producer.dryrun import dry_run
     from cutout_fleet.producer.fleet import live_worker_processes
     from cutout_fleet.storage import open_storage, parse_location, s3_client
-    from cutout_fleet.worker.models.catalog import load_catalog
 
     client = s3_client(settings.s3)
 
     @lru_cache(maxsize=64)
-    def storage_for(uri: str):  # type: ignore[no-untyped-def]
+    def storage_for(uri: str):
         return open_storage(parse_location(uri), settings.s3, client)
 
     processes = live_worker_processes(
@@ -198,8 +199,8 @@ def _print_dry_run(settings, request, chunks, store, as_json: bool) -> None:  # 
 )
 def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -> None:
     """Counts and state of a job (exit 0 when done, 1 when cancelled or stopped, 3 while running)."""
+    from cutout_fleet.errors import JobNotFound
     from cutout_fleet.producer.status import (
-        JobNotFound,
         RateMeter,
         format_live,
         job_status,
@@ -250,13 +251,12 @@ def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -
 @click.argument("job_id")
 def cancel(job_id: str) -> None:
     """Stop a job for good: workers drop its queued items without working on them."""
-    from cutout_fleet.producer.lifecycle import LifecycleError, cancel_job
-    from cutout_fleet.producer.status import JobNotFound
+    from cutout_fleet.producer.lifecycle import cancel_job
 
     settings = settings_or_exit()
     try:
         job = cancel_job(job_store(settings), publisher(settings), job_id)
-    except (JobNotFound, LifecycleError) as exc:
+    except CutoutError as exc:
         fail(str(exc))
     click.echo(
         f"job {job_id} cancelled: {job.finished} of {job.total} items had finished; {job.queued} dropped"
@@ -267,13 +267,12 @@ def cancel(job_id: str) -> None:
 @click.argument("job_id")
 def resume(job_id: str) -> None:
     """Continue a job that was stopped (by its failure guard), once the cause is fixed."""
-    from cutout_fleet.producer.lifecycle import LifecycleError, resume_job
-    from cutout_fleet.producer.status import JobNotFound
+    from cutout_fleet.producer.lifecycle import resume_job
 
     settings = settings_or_exit()
     try:
         result = resume_job(job_store(settings), publisher(settings), job_id, queue_for(settings))
-    except (JobNotFound, LifecycleError) as exc:
+    except CutoutError as exc:
         fail(str(exc))
     click.echo(f"job {job_id} {result.job.state}: {result.republished} held items back on the queue")
 
@@ -282,8 +281,7 @@ def resume(job_id: str) -> None:
 @click.argument("job_id")
 def retry(job_id: str) -> None:
     """Enqueue only the failed items of a job again (and a stopped job's held items)."""
-    from cutout_fleet.producer.lifecycle import LifecycleError, retry_job
-    from cutout_fleet.producer.status import JobNotFound
+    from cutout_fleet.producer.lifecycle import retry_job
 
     settings = settings_or_exit()
     try:
@@ -294,8 +292,6 @@ def retry(job_id: str) -> None:
             items_per_task=settings.items_per_task,
             queue_for=queue_for(settings),
         )
-    except (JobNotFound, LifecycleError) as exc:
-        fail(str(exc))
     except CutoutError as exc:
         fail(str(exc))
     click.echo(
@@ -308,7 +304,8 @@ def retry(job_id: str) -> None:
 @click.argument("job_id")
 def report(job_id: str) -> None:
     """Print where a finished job's report is, writing it first if it is missing."""
-    from cutout_fleet.producer.status import JobNotFound, job_status
+    from cutout_fleet.errors import JobNotFound
+    from cutout_fleet.producer.status import job_status
     from cutout_fleet.reports import write_report
     from cutout_fleet.storage import open_storage
 

@@ -87,7 +87,7 @@ def worker(
 ) -> None:
     """Start a Celery worker on a queue with the fleet's defaults (extra args go to celery)."""
     settings = settings_or_exit()
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.sessions import check_models_installed
 
     try:
@@ -121,7 +121,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models_list(as_json: bool) -> None:
     """Each model in the catalogue and whether its file is present in CUTOUT_MODEL_DIR."""
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.models.pull import model_status
 
     settings = settings_or_exit()
@@ -143,7 +143,7 @@ def models_list(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is present.")
 def models_pull(names: tuple[str, ...], force: bool) -> None:
     """Download models into CUTOUT_MODEL_DIR, checking each against its published checksum."""
-    from cutout_fleet.worker.models.catalog import load_catalog
+    from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.models.pull import pull_model
 
     settings = settings_or_exit()

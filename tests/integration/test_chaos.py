@@ -11,7 +11,7 @@ import pytest
 import redis
 from PIL import Image
 
-from cutout_fleet.jobs import RedisJobStore, attempts_key
+from cutout_fleet.state import RedisJobStore, attempts_key
 from tests.support.fleet import fleet_env, run_cli_json, sample_catalog, start_worker
 from tests.support.processes import RedisServer, children, kill9, wait_for
 from tests.support.servers import free_port

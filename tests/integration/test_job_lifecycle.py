@@ -12,10 +12,10 @@ import pytest
 import redis
 from PIL import Image
 
-from cutout_fleet.jobs import RedisJobStore
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
+from cutout_fleet.state import RedisJobStore
 from tests.support.fleet import fleet_env, run_cli, run_cli_json, sample_catalog, start_worker, truncated_jpeg
 
 pytestmark = pytest.mark.integration

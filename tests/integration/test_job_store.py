@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cutout_fleet.jobs import Claim, JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
 from cutout_fleet.outcomes import Outcome, failed
+from cutout_fleet.state import Claim, JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
 
 TTL_S = 3600
 

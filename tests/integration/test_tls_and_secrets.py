@@ -252,9 +252,9 @@ def test_the_worker_app_verifies_a_rediss_broker(fleet_settings: Settings) -> No
 
 def test_the_producer_publishes_and_keeps_job_state_over_verified_tls(fleet_settings: Settings) -> None:
     from cutout_fleet.cli.common import job_store, publisher
-    from cutout_fleet.jobs import JobSpec
     from cutout_fleet.messages import TaskMessage
     from cutout_fleet.options import ImageOptions
+    from cutout_fleet.state import JobSpec
 
     store = job_store(fleet_settings)
     store.create(JobSpec("tls-job", "s3://in/p/", "s3://out/o", "u2netp", "cpu", {"model": "u2netp"}))

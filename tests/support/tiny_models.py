@@ -28,8 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cutout_fleet.worker.models.catalog import BUILTIN_CATALOG, parse_catalog
-from cutout_fleet.worker.models.spec import ModelSpec
+from cutout_fleet.catalog import BUILTIN_CATALOG, ModelSpec, parse_catalog
 
 TINY_MODELS = ("tiny-u2netp", "tiny-birefnet")
 # The u2netp contract with a deliberately heavy, input-dependent chain of matrix products: a few hundred

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cutout_fleet.catalog import Catalog, ModelSpec, load_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.worker.imaging.prep import to_model_input
-from cutout_fleet.worker.models.catalog import Catalog, load_catalog
 from cutout_fleet.worker.models.runner import ModelSession
-from cutout_fleet.worker.models.spec import ModelSpec
 from tests.support.paths import sample_images
 from tests.support.tiny_models import (
     CONTRACT_SOURCES,

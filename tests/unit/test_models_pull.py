@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from cutout_fleet.catalog import ModelSpec, parse_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
-from cutout_fleet.worker.models.catalog import parse_catalog
 from cutout_fleet.worker.models.pull import model_status, pull_model
-from cutout_fleet.worker.models.spec import ModelSpec
 
 PAYLOAD = bytes(range(256)) * 6 * 1024  # 1.5 MiB: more than one download chunk
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()

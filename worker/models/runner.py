@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from cutout_fleet.catalog import ModelSpec, verify_checksum
 from cutout_fleet.errors import ConfigError, ModelError
 from cutout_fleet.worker.imaging.prep import output_to_mask, to_model_input
-from cutout_fleet.worker.models.spec import ModelSpec, verify_checksum
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import redis
 
+from cutout_fleet.errors import JobExists
 from cutout_fleet.outcomes import Outcome
 
 # Redis key layout, in one place.  {id} keeps a job's keys in one cluster hash slot.
@@ -182,10 +183,6 @@ class JobRecord:
             "report_key": self.report_key,
             "stop_reason": self.stop_reason,
         }
-
-
-class JobExists(Exception):
-    pass
 
 
 class JobStore(Protocol):

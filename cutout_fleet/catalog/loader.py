@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from cutout_fleet.catalog.spec import ModelSpec
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
-from cutout_fleet.worker.models.spec import ModelSpec
 
 BUILTIN_CATALOG = "models.toml"
 
@@ -67,11 +68,26 @@ def parse_catalog(*sources: tuple[str, str]) -> Catalog:
 
 
 def load_catalog(settings: Settings) -> Catalog:
+    """The built-in catalogue merged with CUTOUT_MODEL_CATALOG, parsed once per process.
+
+    The cache key includes the user file's size and mtime, so an edited file is read again.
+    """
+    if settings.model_catalog is None:
+        return _load(None, None)
+    path = Path(settings.model_catalog)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise ConfigError(f"CUTOUT_MODEL_CATALOG: {path} does not exist") from None
+    if not path.is_file():
+        raise ConfigError(f"CUTOUT_MODEL_CATALOG: {path} is not a file")
+    return _load(str(path), (stat.st_size, stat.st_mtime_ns))
+
+
+@lru_cache(maxsize=8)
+def _load(user_file: str | None, _version: tuple[int, int] | None) -> Catalog:
     builtin = resources.files("cutout_fleet.config").joinpath(BUILTIN_CATALOG).read_text("utf-8")
     sources = [(builtin, "the built-in catalogue")]
-    if settings.model_catalog is not None:
-        path = Path(settings.model_catalog)
-        if not path.is_file():
-            raise ConfigError(f"CUTOUT_MODEL_CATALOG: {path} does not exist")
-        sources.append((path.read_text("utf-8"), str(path)))
+    if user_file is not None:
+        sources.append((Path(user_file).read_text("utf-8"), user_file))
     return parse_catalog(*sources)
