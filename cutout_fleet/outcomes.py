@@ -1,10 +1,16 @@
-"""What happened to one item: the unit of job accounting and of the JSONL report."""
+"""What happened to one item: the unit of job accounting and of the JSONL report.
+
+An outcome is recorded once per item id (bucket, key, version: see `cutout_fleet.items`), so one
+key in two buckets, or two versions of a key, each get their own.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from cutout_fleet import items
 
 Status = Literal["succeeded", "failed", "skipped"]
 
@@ -22,6 +28,11 @@ class Outcome:
     version: str | None = None
     # Only options that differ from the job's (per-key manifest options), so `retry` can rebuild the task.
     options: dict[str, object] | None = None
+
+    @property
+    def item_id(self) -> str:
+        """The item's identity in job state: claims, outcomes, attempts, dead letters, retries."""
+        return items.item_id(self.bucket, self.key, self.version)
 
     def to_json(self) -> str:
         record = {k: v for k, v in asdict(self).items() if v is not None}

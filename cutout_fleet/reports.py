@@ -1,4 +1,5 @@
-"""The completion report: `_reports/JOB.jsonl` (one line per key) and `_reports/JOB.summary.json`."""
+"""The completion report: `_reports/JOB.jsonl` (one line per item: a key, with its bucket and version
+when it has them), `_reports/JOB.csv` and `_reports/JOB.summary.json`."""
 
 from __future__ import annotations
 

@@ -8,18 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from cutout_fleet.catalog import Catalog
+from cutout_fleet.freshness import up_to_date
 from cutout_fleet.options import options_hash
 from cutout_fleet.producer.enqueue import (
     EnqueueRequest,
-    claim_id,
     effective_options,
     item_output_key,
+    item_ref,
     item_source_uri,
 )
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
-from cutout_fleet.state import Claim, JobSpec, RedisJobStore, job_keys
+from cutout_fleet.state import Claim, JobSpec, RedisJobStore
+from cutout_fleet.state.redis_keys import DRY_RUN_JOB_PREFIX
 from cutout_fleet.storage import Storage
-from cutout_fleet.worker.pipeline import up_to_date
 
 SAMPLE_SIZE = 10
 HEAD_THREADS = 16
@@ -59,7 +60,8 @@ def _check(
     if request.force:
         return False, size
     digest = options_hash(options, catalog.get(options.model).checksum)
-    return up_to_date(source, out, item.key, item_output_key(request, item, options), digest, etag), size
+    existing = out.head_metadata(item_output_key(request, item, options))
+    return up_to_date(source, item.key, existing, digest, source_etag=etag), size
 
 
 def dry_run(
@@ -73,31 +75,15 @@ def dry_run(
 ) -> DryRunReport:
     """Walk the same items enqueue would, detect collisions exactly and outputs already up to date."""
     report = DryRunReport()
-    scratch = f"dryrun-{secrets.token_hex(6)}"  # collisions use the real claim logic, then vanish
+    scratch = (
+        f"{DRY_RUN_JOB_PREFIX}{secrets.token_hex(6)}"  # collisions use the real claim logic, then vanish
+    )
     options = request.options
     store.create(JobSpec(scratch, request.source.uri, request.out.uri, options.model, "none", {}))
     try:
         with ThreadPoolExecutor(HEAD_THREADS) as pool:
             for chunk in chunks:
-                report.ignored += chunk.ignored
-                resolved = [(item, effective_options(request, item)) for item in chunk.images]
-                outs = [item_output_key(request, item, opts) for item, opts in resolved]
-                claims = store.claim_outputs(
-                    scratch, [(claim_id(i), o) for (i, _), o in zip(resolved, outs, strict=True)]
-                )
-                fresh = []
-                for (item, _), out_key, (claim, owner) in zip(resolved, outs, claims, strict=True):
-                    report.images += 1
-                    if len(report.sample) < SAMPLE_SIZE:
-                        report.sample.append({"key": item.key, "output_key": out_key})
-                    if claim is Claim.COLLISION:
-                        report.collisions += 1
-                        if len(report.collision_sample) < SAMPLE_SIZE:
-                            report.collision_sample.append(
-                                {"key": item.key, "output_key": out_key, "owner": owner or ""}
-                            )
-                    else:
-                        fresh.append(item)
+                fresh = _claim_chunk(chunk, request, store, scratch, report)
                 for done, size in pool.map(lambda it: _check(it, request, open_storage, catalog), fresh):
                     report.already_done += done
                     if size is None:
@@ -106,10 +92,32 @@ def dry_run(
                         report.total_bytes += size
         report.to_process = report.images - report.collisions - report.already_done
     finally:
-        store.r.delete(*job_keys(scratch))
-        store.r.zrem("cf:jobs", scratch)
+        store.delete_job(scratch)
     _estimate(report, store, options.model, live_processes)
     return report
+
+
+def _claim_chunk(
+    chunk: ListingChunk, request: EnqueueRequest, store: RedisJobStore, scratch: str, report: DryRunReport
+) -> list[SourceItem]:
+    """Claim the chunk's outputs in the scratch job and count collisions; returns the other items."""
+    report.ignored += chunk.ignored
+    resolved = [
+        (item, item_output_key(request, item, effective_options(request, item))) for item in chunk.images
+    ]
+    claims = store.claim_outputs(scratch, [(item_ref(request, item).id, out) for item, out in resolved])
+    fresh = []
+    for (item, out_key), (claim, owner) in zip(resolved, claims, strict=True):
+        report.images += 1
+        if len(report.sample) < SAMPLE_SIZE:
+            report.sample.append({"key": item.key, "output_key": out_key})
+        if claim is Claim.COLLISION:
+            report.collisions += 1
+            if len(report.collision_sample) < SAMPLE_SIZE:
+                report.collision_sample.append({"key": item.key, "output_key": out_key, "owner": owner or ""})
+        else:
+            fresh.append(item)
+    return fresh
 
 
 def _estimate(report: DryRunReport, store: RedisJobStore, model: str, live_processes: int | None) -> None:

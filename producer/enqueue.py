@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
+from cutout_fleet.items import ItemRef
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions, make_options
-from cutout_fleet.outcomes import failed
+from cutout_fleet.outcomes import Outcome, failed
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
 from cutout_fleet.state import Claim, FailureGuard, JobSpec, JobStore, new_job_id
 from cutout_fleet.storage import Location
@@ -61,9 +62,17 @@ def item_source_uri(request: EnqueueRequest, item: SourceItem) -> str:
     return request.source.uri if request.mapping == "relative" else f"s3://{item.bucket}/"
 
 
-def claim_id(item: SourceItem) -> str:
-    """How a source key names itself in output claims: `bucket/key` for manifests, the key for prefixes."""
-    return f"{item.bucket}/{item.key}" if item.bucket else item.key
+def item_ref(request: EnqueueRequest, item: SourceItem) -> ItemRef:
+    """The item as its task will name it: the bucket the task reads from, the key, the pinned version.
+
+    A worker derives the same identity from the message (its source's bucket and `versions`), so
+    claims, outcomes and attempts agree on one id per item.  A local folder has no bucket.
+    """
+    if request.mapping != "relative":
+        bucket = item.bucket  # manifests: each line's own bucket, which its task reads from
+    else:
+        bucket = request.source.bucket if request.source.scheme == "s3" else ""
+    return ItemRef(bucket, item.key, item.version)
 
 
 def item_output_key(request: EnqueueRequest, item: SourceItem, options: ImageOptions) -> str:
@@ -177,8 +186,8 @@ def _enqueue_chunk(
     chunk: ListingChunk, request: EnqueueRequest, result: EnqueueResult, store: JobStore, batcher: _Batcher
 ) -> None:
     job_id = result.job_id
-    resolved = [(item, effective_options(request, item)) for item in chunk.images]
-    pairs = [(claim_id(item), item_output_key(request, item, opts)) for item, opts in resolved]
+    resolved = [(item, item_ref(request, item), effective_options(request, item)) for item in chunk.images]
+    pairs = [(ref.id, item_output_key(request, item, opts)) for item, ref, opts in resolved]
     # Claims and counts in one step, before publishing: a fast worker can never finish more items
     # than the job has, and a retried call after a dropped connection counts nothing twice.
     claims = store.claim_outputs(job_id, pairs, chunk.ignored)
@@ -186,15 +195,17 @@ def _enqueue_chunk(
     result.total += new
     result.ignored += chunk.ignored
     result.again += len(pairs) - new
-    for (item, opts), (_, out_key), (claim, owner) in zip(resolved, pairs, claims, strict=True):
+    for (item, ref, opts), (_, out_key), (claim, owner) in zip(resolved, pairs, claims, strict=True):
         if claim is Claim.NEW:
             batcher.add(item, opts)
         elif claim is Claim.COLLISION:
             result.collisions += 1
-            message = (
-                f"{item.key} would overwrite {out_key}, already the output of {owner}; rename one of them"
-            )
-            context = {"bucket": item.bucket} if item.bucket else {}
-            store.record(
-                job_id, failed(item.key, out_key, opts.model, "output_collision", message, **context)
-            )
+            store.record(job_id, _collision(ref, out_key, opts.model, owner))
+
+
+def _collision(ref: ItemRef, out_key: str, model: str, owner: str | None) -> Outcome:
+    """The failed outcome of an item whose output another item already claimed (named by its id)."""
+    message = f"{ref.key} would overwrite {out_key}, already the output of {owner}; rename one of them"
+    return failed(
+        ref.key, out_key, model, "output_collision", message, bucket=ref.bucket or None, version=ref.version
+    )

@@ -67,7 +67,12 @@ class RetryResult:
 def _retry_messages(
     job: JobRecord, failures: Iterable[Outcome], items_per_task: int
 ) -> Iterator[TaskMessage]:
-    """Rebuild tasks from failed outcomes: same source bucket, same (per-key) options, same versions."""
+    """Rebuild tasks from failed outcomes: same source bucket, same (per-key) options, same versions.
+
+    The bucket of each outcome is its task's source, so every item keeps its identity (item id).
+    A key occurs once per group: two versions of one key share an output, so the later one failed as
+    an output collision, which is never retried.
+    """
     groups: dict[tuple[str, str], list[Outcome]] = defaultdict(list)
     for outcome in failures:
         source = job.source if job.mapping == "relative" else f"s3://{outcome.bucket}/"
@@ -102,11 +107,11 @@ def retry_job(
     if job.state == STOPPED:
         store.set_state(job_id, RUNNING, only_from=(STOPPED,))
     retried = 0
-    # A collision is not a failure that running again can fix: it would overwrite the other key's output.
-    failures = (o for o in store.failed_keys(job_id) if o.error_code != "output_collision")
+    # A collision is not a failure that running again can fix: it would overwrite the other item's output.
+    failures = (o for o in store.failed_outcomes(job_id) if o.error_code != "output_collision")
     while chunk := list(islice(failures, RETRY_CHUNK)):
         # Forget first, publish second: a worker can then record the new outcome straight away.
-        forgotten = store.unrecord_failed(job_id, [o.key for o in chunk])
+        forgotten = store.unrecord_failed(job_id, [o.item_id for o in chunk])
         retried += forgotten
         for message in _retry_messages(job, chunk, items_per_task):
             publisher.publish(queue_for(message.options.model), [message])

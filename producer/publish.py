@@ -18,6 +18,7 @@ import redis
 from celery import Celery
 
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
+from cutout_fleet.state.redis_keys import ENVELOPE_PROBE_PREFIX, envelope_probe_keys
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -41,10 +42,10 @@ class CeleryPublisher:
     def _envelope_template(self) -> dict[str, Any]:
         """One real message, as this Celery and kombu version write it to Redis."""
         if self._template is None:
-            probe = f"cf:envelope-probe:{uuid.uuid4().hex}"
+            probe = f"{ENVELOPE_PROBE_PREFIX}{uuid.uuid4().hex}"
             self.app.send_task(TASK_PROCESS_BATCH, args=[{}], queue=probe, argsrepr="")
             raw = self.redis.lpop(probe)
-            self.redis.delete(probe, f"_kombu.binding.{probe}", f"_kombu.binding_permanent.{probe}")
+            self.redis.delete(*envelope_probe_keys(probe))
             if not isinstance(raw, bytes | str):  # None: nothing came back
                 raise RuntimeError("could not read back a probe message from Redis")
             self._template = json.loads(raw)

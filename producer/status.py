@@ -88,7 +88,7 @@ def live_status(store: RedisJobStore, job_id: str, queues: list[str], meter: Rat
     job = job_status(store, job_id)
     rate = meter.rate_per_min(job, time.time())
     eta = job.queued / rate * 60.0 if rate and job.state == "running" else None
-    depths = {queue: int(store.r.llen(queue)) for queue in queues}
+    depths = store.queue_depths(queues)
     return LiveStatus(job, rate, eta, depths)
 
 

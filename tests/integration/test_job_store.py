@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from cutout_fleet.outcomes import Outcome, failed
-from cutout_fleet.state import Claim, JobExists, JobSpec, MemoryJobStore, RedisJobStore, claims_key, job_key
+from cutout_fleet.state import (
+    JOBS_INDEX,
+    Claim,
+    JobExists,
+    JobSpec,
+    MemoryJobStore,
+    RedisJobStore,
+    claims_key,
+    job_key,
+)
 
 TTL_S = 3600
 
@@ -22,8 +31,9 @@ def _job(store, job_id: str = "job-1") -> str:  # type: ignore[no-untyped-def]
     return job_id
 
 
-def _add_items(store, job_id: str, keys: list[str], ignored: int = 0) -> None:  # type: ignore[no-untyped-def]
-    store.claim_outputs(job_id, [(key, f"o/{key}") for key in keys], ignored)
+def _add_items(store, job_id: str, items: list[str], ignored: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """Claim an output for each item id (bare keys here: outcomes without a bucket name them so)."""
+    store.claim_outputs(job_id, [(item, f"o/{item}") for item in items], ignored)
 
 
 def _ok(key: str) -> Outcome:
@@ -118,3 +128,61 @@ def test_claiming_counts_new_items_and_collisions_but_never_a_key_twice(store) -
     store.claim_outputs(job_id, [("p/a.jpg", "o/a.png"), ("p/a.png", "o/a.png")])  # again + a collision
     job = store.get(job_id)
     assert (job.total, job.ignored) == (3, 4)
+
+
+def test_retry_forgets_a_failed_outcome_by_its_item_id(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a finalized job whose item in bucket "in" failed
+    store = RedisJobStore(redis_client, TTL_S)
+    job_id = _job(store)
+    store.claim_outputs(job_id, [("in/p/a.png", "o/a.png")])
+    store.finalize(job_id)
+    store.record(job_id, failed("p/a.png", "o/a.png", "u2netp", "undecodable", "bad", bucket="in"))
+
+    # When retry forgets the failed outcomes it found, by item id
+    forgotten = store.unrecord_failed(job_id, [o.item_id for o in store.failed_outcomes(job_id)])
+
+    # Then the item has no outcome any more and the job runs again
+    job = store.get(job_id)
+    assert forgotten == 1 and not store.is_recorded(job_id, "in/p/a.png")
+    assert (job.state, job.failed, job.queued) == ("running", 0, 1)
+
+
+def test_a_dead_letter_names_its_item_id(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a job
+    store = RedisJobStore(redis_client, TTL_S)
+    job_id = _job(store)
+
+    # When an item is moved to the dead-letter list
+    store.add_dead_letter(job_id, "in/p/a.png?versionId=v1", 3, "killed the worker")
+
+    # Then the entry names the item id and its attempts
+    [entry] = store.dead_letters(job_id)
+    assert (entry["item"], entry["attempts"]) == ("in/p/a.png?versionId=v1", 3)
+
+
+def test_deleting_a_job_leaves_no_key_and_no_index_entry(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a job with claims, outcomes and attempts (as a dry run's scratch job has claims)
+    store = RedisJobStore(redis_client, TTL_S)
+    job_id = _job(store)
+    _add_items(store, job_id, ["a", "b"])
+    store.begin_item(job_id, "b")
+    store.record(job_id, _ok("a"))
+
+    # When it is deleted
+    store.delete_job(job_id)
+
+    # Then nothing of it is left in Redis
+    assert list(redis_client.scan_iter(f"cf:job:{{{job_id}}}*")) == []
+    assert redis_client.zscore(JOBS_INDEX, job_id) is None and store.get(job_id) is None
+
+
+def test_queue_depths_count_the_messages_waiting_in_each_queue(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given two messages waiting in one queue and none in the other
+    store = RedisJobStore(redis_client, TTL_S)
+    redis_client.lpush("cpu", "m1", "m2")
+
+    # When the depths are read
+    depths = store.queue_depths(["cpu", "gpu"])
+
+    # Then each queue has its count
+    assert depths == {"cpu": 2, "gpu": 0}

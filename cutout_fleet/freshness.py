@@ -1,0 +1,56 @@
+"""When an output is up to date: the rule behind idempotent re-runs, shared by the worker (skip the
+work) and the dry run (count what would be skipped).
+
+Every output carries, as S3 user metadata, the source's ETag and the options hash it was made with.
+An output is up to date when both match the source as it is now and the options asked for now.
+"""
+
+from __future__ import annotations
+
+from cutout_fleet.storage import Storage
+
+META_SOURCE_ETAG = "cutout-source-etag"
+META_SOURCE_KEY = "cutout-source-key"
+META_MODEL = "cutout-model"
+META_OPTIONS_HASH = "cutout-options-hash"
+
+
+def output_metadata(source_etag: str, source_key: str, model: str, options_hash: str) -> dict[str, str]:
+    """The metadata written with an output (S3 metadata is ASCII: other keys are escaped)."""
+    return {
+        META_SOURCE_ETAG: source_etag,
+        META_SOURCE_KEY: source_key if source_key.isascii() else source_key.encode("unicode_escape").decode(),
+        META_MODEL: model,
+        META_OPTIONS_HASH: options_hash,
+    }
+
+
+def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:
+    """True when an output's metadata says it was made from this source (ETag) with these options."""
+    return (
+        existing is not None
+        and bool(source_etag)
+        and existing.get(META_OPTIONS_HASH) == options_hash
+        and existing.get(META_SOURCE_ETAG) == source_etag
+    )
+
+
+def up_to_date(
+    source: Storage,
+    key: str,
+    existing: dict[str, str] | None,
+    options_hash: str,
+    *,
+    source_etag: str | None = None,
+) -> bool:
+    """True when `existing` (the output's metadata, or None) was made from this source with these options.
+
+    The source is asked for its ETag only when the options already match, so a changed option costs
+    one request (the output's HEAD, made by the caller), not two.  A caller that listed the source
+    already knows its ETag and passes it.
+    """
+    if not existing or existing.get(META_OPTIONS_HASH) != options_hash:
+        return False
+    if source_etag is None:
+        source_etag = (source.head_metadata(key) or {}).get("etag")
+    return output_matches(existing, source_etag, options_hash)
