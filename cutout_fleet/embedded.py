@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
@@ -15,11 +14,13 @@ from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_listing_chunks, output_inside
 from cutout_fleet.reports import write_report
 from cutout_fleet.state import JobRecord, MemoryJobStore
-from cutout_fleet.storage import Location, Storage, open_storage, parse_location
-from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
+from cutout_fleet.storage import Location, StorageOpener
+from cutout_fleet.worker.batch import BatchRuntime, fail_items, fail_remaining, run_batch
 from cutout_fleet.worker.sessions import SessionPool, check_models_installed
 
 EMBEDDED_QUEUE = "embedded"
+# A local job touches two locations (source and output).
+EMBEDDED_STORAGES_KEPT = 8
 
 
 @dataclass
@@ -52,48 +53,67 @@ def run_embedded(
     on_total: Callable[[int], None] | None = None,
     on_item: Callable[[int], None] | None = None,
 ) -> EmbeddedResult:
-    """List SOURCE, process every image into OUT, write OUT/_reports/JOB.*; returns the job record."""
-    settings = settings.model_copy(
-        update={"worker": settings.worker.model_copy(update={"models": [options.model]})}
-    )
-    catalog = load_catalog(settings)
-    catalog.get(options.model)
-    check_models_installed(settings, catalog)
+    """List SOURCE, process every image into OUT, write OUT/_reports/JOB.*; returns the job record.
+
+    `on_total` hears the number of images once they are listed; `on_item` hears each finished batch.
+    """
     store = MemoryJobStore()
-
-    @lru_cache(maxsize=8)
-    def storage_for(uri: str) -> Storage:
-        return open_storage(parse_location(uri), settings.s3)
-
+    open_storage = StorageOpener(settings.s3, max_kept=EMBEDDED_STORAGES_KEPT)
     publisher = _CollectingPublisher()
-    source_storage = storage_for(source.uri)
-    result = enqueue_job(
-        EnqueueRequest(source, out, options, lambda _model: EMBEDDED_QUEUE, settings.items_per_task, job_id),
-        store,
-        iter_listing_chunks(source_storage, source.prefix, exclude_prefix=output_inside(source, out)),
-        publisher,
+    runtime = _local_runtime(settings, options.model, store, open_storage, publisher.job_complete)
+    request = EnqueueRequest(
+        source, out, options, lambda _model: EMBEDDED_QUEUE, settings.items_per_task, job_id
     )
+    chunks = iter_listing_chunks(
+        open_storage(source.uri), source.prefix, exclude_prefix=output_inside(source, out)
+    )
+    job_id = enqueue_job(request, store, chunks, publisher).job_id
     if on_total:
-        on_total(sum(len(m.keys) for m in publisher.messages))
-    runtime = BatchRuntime(
+        on_total(sum(len(message.keys) for message in publisher.messages))
+    for message in publisher.messages:
+        _run_here(message, runtime)
+        if on_item:
+            on_item(len(message.keys))
+    report_key = write_report(store, open_storage(out.uri), job_id) if publisher.completed else None
+    job = store.get(job_id)
+    assert job is not None  # a memory store forgets nothing
+    return EmbeddedResult(job, report_key)
+
+
+def _local_runtime(
+    settings: Settings,
+    model: str,
+    store: MemoryJobStore,
+    open_storage: StorageOpener,
+    on_job_complete: Callable[[str, str], None],
+) -> BatchRuntime:
+    """The worker's collaborators, in this process, for one model (refused here if it is not installed)."""
+    # Sessions for the job's model only: the worker settings' list names the fleet's models.
+    settings = settings.model_copy(update={"worker": settings.worker.model_copy(update={"models": [model]})})
+    catalog = load_catalog(settings)
+    catalog.get(model)
+    check_models_installed(settings, catalog)
+    return BatchRuntime(
         settings=settings,
         catalog=catalog,
         store=store,
         sessions=SessionPool(settings, catalog),
-        open_storage=storage_for,
-        on_job_complete=lambda job_id, queue: publisher.job_complete(job_id, queue),
+        open_storage=open_storage,
+        on_job_complete=on_job_complete,
     )
-    for message in publisher.messages:
-        try:
-            run_batch(message, runtime, EMBEDDED_QUEUE)
-        except TransientError as exc:
-            # botocore already retried with backoff; here there is no queue to come back to later.
-            fail_remaining(message, runtime, EMBEDDED_QUEUE, exc.code, str(exc))
-        if on_item:
-            on_item(len(message.keys))
-    report_key = None
-    if publisher.completed:
-        report_key = write_report(store, storage_for(out.uri), result.job_id)
-    job = store.get(result.job_id)
-    assert job is not None
-    return EmbeddedResult(job, report_key)
+
+
+def _run_here(message: TaskMessage, runtime: BatchRuntime) -> None:
+    """Run one task in this process; an item a worker would try again later fails now.
+
+    botocore already retried with backoff, and here there is no queue to come back to later (nor
+    a time limit, so nothing is handed back to be sent again).
+    """
+    try:
+        result = run_batch(message, runtime, EMBEDDED_QUEUE)
+    except TransientError as exc:
+        fail_remaining(message, runtime, EMBEDDED_QUEUE, exc.code, str(exc))
+        return
+    if result.retry:
+        error = result.retry_error or TransientError("a passing fault")
+        fail_items(message, runtime, EMBEDDED_QUEUE, result.retry, error.code, str(error))

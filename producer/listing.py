@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cutout_fleet.keys import is_image_key, relative_key
+from cutout_fleet.producer.manifest import ManifestEntry
 from cutout_fleet.storage import Location, Storage
 
 LISTING_CHUNK = 1000  # one S3 page
@@ -97,17 +98,17 @@ def iter_listing_chunks(
 
 
 def iter_manifest_chunks(
-    entries: Iterable[object], *, key_filter: KeyFilter | None = None, chunk_size: int = LISTING_CHUNK
+    entries: Iterable[ManifestEntry], *, key_filter: KeyFilter | None = None, chunk_size: int = LISTING_CHUNK
 ) -> Iterator[ListingChunk]:
-    """Chunks from manifest entries (producer.manifest.ManifestEntry); non-image keys are ignored."""
+    """Chunks from manifest entries; non-image keys are ignored."""
 
     def items() -> Iterator[SourceItem | None]:
         for entry in entries:
-            key = entry.key  # type: ignore[attr-defined]
+            key = entry.key
             if not is_image_key(key) or (key_filter is not None and not key_filter.accepts(key)):
                 yield None
             else:
-                options = entry.options or None  # type: ignore[attr-defined]
-                yield SourceItem(key, bucket=entry.bucket, version=entry.version, options=options)  # type: ignore[attr-defined]
+                options = entry.options or None
+                yield SourceItem(key, bucket=entry.bucket, version=entry.version, options=options)
 
     return _chunks(items(), chunk_size)

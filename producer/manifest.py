@@ -10,19 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from pathlib import PurePosixPath
+from typing import Literal
 from urllib.parse import unquote_plus
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from cutout_fleet.errors import AccessDenied, InvalidOptions, SourceMissing
 from cutout_fleet.keys import is_image_key
 from cutout_fleet.options import ImageOptions
-from cutout_fleet.storage import parse_location, translate_s3_error
+from cutout_fleet.producer.manifest_lines import ManifestError, read_lines
+from cutout_fleet.storage import S3Client
 
 ManifestFormat = Literal["csv", "jsonl"]
 
@@ -42,15 +41,6 @@ OPTION_FIELDS = {
 }
 _FLAG_NAMES = {field: name for name, field in OPTION_FIELDS.items()}
 JSONL_FIELDS = ("key", "bucket", "version", *OPTION_FIELDS)
-# Bytes that are not UTF-8 survive decoding as lone surrogates (errors="surrogateescape"), so the
-# error can name its exact line instead of the 8 KiB block the decoder happened to be reading.
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
-
-
-class ManifestError(InvalidOptions):
-    """A manifest (or one of its lines) is malformed; the message names the line and the fix."""
-
-    code = "invalid_manifest"
 
 
 @dataclass(frozen=True)
@@ -91,7 +81,7 @@ def is_bucket_name(name: str) -> bool:
 def iter_manifest(
     location: str,
     *,
-    s3_client: Any = None,  # a boto3 S3 client (storage.s3_client); needed for s3:// only
+    s3_client: S3Client | None = None,  # needed for s3:// only
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
 ) -> Iterator[ManifestEntry]:
@@ -105,12 +95,7 @@ def iter_manifest(
         raise ManifestError(
             f"default bucket {default_bucket!r} is not a valid S3 bucket name ({_BUCKET_RULE})"
         )
-    if location.startswith("s3://"):
-        bucket, key = _s3_object(location, s3_client)
-        raw = _s3_lines(location, bucket, key, s3_client)
-    else:
-        raw = _local_lines(location)
-    lines = _checked_lines(raw, location)
+    lines = read_lines(location, s3_client)
     if kind == "csv":
         return _csv_entries(lines, location)
     return _jsonl_entries(lines, location, default_bucket)
@@ -119,7 +104,7 @@ def iter_manifest(
 def scan_manifest(
     location: str,
     *,
-    s3_client: Any = None,  # a boto3 S3 client (storage.s3_client); needed for s3:// only
+    s3_client: S3Client | None = None,  # needed for s3:// only
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
 ) -> ManifestScan:
@@ -136,64 +121,6 @@ def scan_manifest(
         if is_image_key(entry.key):
             images += 1
     return ManifestScan(entries, frozenset(buckets), frozenset(models), images, entries - images)
-
-
-# --- reading lines ----------------------------------------------------------------------------------------
-
-
-def _s3_object(location: str, client: Any) -> tuple[str, str]:
-    """(bucket, key) of an `s3://` manifest, refusing a prefix or a missing client before any read."""
-    if client is None:
-        raise ValueError(f"reading the manifest {location} needs an S3 client")
-    parsed = parse_location(location)
-    if not parsed.prefix or parsed.prefix.endswith("/"):
-        raise ManifestError(
-            f"manifest {location}: name the manifest object, as in s3://BUCKET/jobs/manifest.csv"
-        )
-    return parsed.bucket, parsed.prefix
-
-
-# Both readers keep line endings (a quoted CSV field may hold a newline), split lines alike (on \n, \r
-# and \r\n), drop a BOM, and escape bytes that are not UTF-8 for _checked_lines to report.
-
-
-def _local_lines(location: str) -> Iterator[str]:
-    path = Path(location).expanduser()
-    try:
-        # newline="" hands the csv module the line endings as written, as it asks.
-        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
-            yield from handle
-    except FileNotFoundError as exc:
-        raise SourceMissing(f"manifest {location}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise ManifestError(f"manifest {location}: is a folder; give the manifest file itself") from exc
-    except PermissionError as exc:
-        raise AccessDenied(f"manifest {location}: permission denied") from exc
-
-
-def _s3_lines(location: str, bucket: str, key: str, client: Any) -> Iterator[str]:
-    what = f"manifest {location}"
-    try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
-    except (ClientError, BotoCoreError) as exc:
-        raise translate_s3_error(exc, what) from exc
-    try:
-        for number, raw in enumerate(body.iter_lines(keepends=True), 1):
-            yield raw.decode("utf-8-sig" if number == 1 else "utf-8", errors="surrogateescape")
-    except (ClientError, BotoCoreError) as exc:
-        # The connection can drop mid-stream; the producer sees it as it would a failed GET.
-        raise translate_s3_error(exc, what) from exc
-    finally:
-        body.close()
-
-
-def _checked_lines(lines: Iterable[str], where: str) -> Iterator[str]:
-    for number, line in enumerate(lines, 1):
-        if _NOT_UTF8.search(line):
-            raise ManifestError(
-                f"manifest {where}, line {number}: not UTF-8 text; save the manifest as UTF-8"
-            )
-        yield line
 
 
 # --- CSV --------------------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
-"""Helpers shared by the `cutout` commands: settings, failures, the image options, locations."""
+"""Helpers shared by the `cutout` commands: settings, failures, the image options, locations, clients."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from cutout_fleet.config.settings import Settings, load_settings
-from cutout_fleet.errors import ConfigError, InvalidOptions
+from cutout_fleet.errors import ConfigError, CutoutError, InvalidOptions
 from cutout_fleet.options import (
     MASK_BLUR_RANGE_PX,
     MASK_OFFSET_RANGE_PX,
@@ -18,19 +21,34 @@ from cutout_fleet.options import (
 )
 from cutout_fleet.storage import Location, parse_location
 
+if TYPE_CHECKING:
+    from cutout_fleet.producer.publish import CeleryPublisher
+    from cutout_fleet.state import RedisJobStore
+
+EXIT_FAILED = 1
 EXIT_USAGE = 2
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def fail(message: str, code: int = 1) -> NoReturn:
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     click.echo(f"cutout: {message}", err=True)
     sys.exit(code)
 
 
-def settings_or_exit() -> Settings:
+@contextmanager
+def reported(*usage_errors: type[CutoutError]) -> Iterator[None]:
+    """A CutoutError in the block ends the command with `cutout: MESSAGE`: exit 2 for the kinds in
+    `usage_errors` (the user's input is wrong), else exit 1."""
     try:
+        yield
+    except CutoutError as exc:
+        fail(str(exc), EXIT_USAGE if isinstance(exc, usage_errors) else EXIT_FAILED)
+
+
+def settings_or_exit() -> Settings:
+    with reported(ConfigError):
         return load_settings()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
 
 
 def _check_background(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -41,7 +59,13 @@ def _check_background(ctx: click.Context, param: click.Parameter, value: str) ->
     return value
 
 
-def image_options(func: Any) -> Any:
+def _pixels_option(flag: str, name: str, bounds: tuple[int, int], help_text: str) -> Callable[[F], F]:
+    return click.option(
+        flag, name, type=click.IntRange(*bounds), default=0, show_default=True, help=help_text
+    )
+
+
+def image_options(func: F) -> F:
     """The options that change the pixels, shared by `enqueue` and `run`."""
     decorators = [
         click.option(
@@ -63,21 +87,17 @@ def image_options(func: Any) -> Any:
             show_default=True,
             help="0..1; the mask is scaled by (2 - s): lower keeps more faint edges.",
         ),
-        click.option(
+        _pixels_option(
             "--mask-blur",
             "mask_blur_px",
-            type=click.IntRange(*MASK_BLUR_RANGE_PX),
-            default=0,
-            show_default=True,
-            help="Gaussian blur radius in pixels of the original image.",
+            MASK_BLUR_RANGE_PX,
+            "Gaussian blur radius in pixels of the original image.",
         ),
-        click.option(
+        _pixels_option(
             "--mask-offset",
             "mask_offset_px",
-            type=click.IntRange(*MASK_OFFSET_RANGE_PX),
-            default=0,
-            show_default=True,
-            help="Grow (+) or shrink (-) the mask by this many pixels, after the blur.",
+            MASK_OFFSET_RANGE_PX,
+            "Grow (+) or shrink (-) the mask by this many pixels, after the blur.",
         ),
         click.option("--format", "fmt", type=click.Choice(["png", "webp"]), default="png", show_default=True),
     ]
@@ -87,6 +107,7 @@ def image_options(func: Any) -> Any:
 
 
 def build_options(settings: Settings, model: str | None, fmt: str, **values: Any) -> ImageOptions:
+    """The job's ImageOptions from the flags; an unknown model or a bad value is a usage error."""
     from cutout_fleet.catalog import load_catalog
 
     name = model or settings.default_model
@@ -104,14 +125,14 @@ def location(text: str, what: str) -> Location:
         raise click.UsageError(f"{what}: {exc}") from exc
 
 
-def job_store(settings: Settings):
+def job_store(settings: Settings) -> RedisJobStore:
     from cutout_fleet.connections import redis_client
     from cutout_fleet.state import RedisJobStore
 
     return RedisJobStore(redis_client(settings), settings.job_ttl_s)
 
 
-def publisher(settings: Settings):
+def publisher(settings: Settings) -> CeleryPublisher:
     from cutout_fleet.connections import celery_broker_options, redis_client
     from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
@@ -124,13 +145,8 @@ def publisher(settings: Settings):
     )
 
 
-def queue_for(settings: Settings):
-    """model name -> the queue its workers consume (from the model's spec)."""
-    from cutout_fleet.catalog import load_catalog
+def queue_for(settings: Settings) -> Callable[[str], str]:
+    """model name -> the queue its workers consume (see `cutout_fleet.routing.queue_for_model`)."""
+    from cutout_fleet.routing import queue_for_model
 
-    catalog = load_catalog(settings)
-
-    def lookup(model: str) -> str:
-        return settings.queues.cpu if catalog.get(model).queue == "cpu" else settings.queues.gpu
-
-    return lookup
+    return partial(queue_for_model, settings)

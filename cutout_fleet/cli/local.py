@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from cutout_fleet.cli.common import (
-    EXIT_USAGE,
-    build_options,
-    fail,
-    image_options,
-    location,
-    settings_or_exit,
-)
+from cutout_fleet.cli.common import build_options, image_options, location, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
-from cutout_fleet.errors import ConfigError, CutoutError
+from cutout_fleet.errors import ConfigError
+from cutout_fleet.storage import Location
+
+if TYPE_CHECKING:
+    from cutout_fleet.embedded import EmbeddedResult
 
 
 @cli.command()
@@ -43,35 +40,36 @@ def run(
         bar.__enter__()
 
     try:
-        result = run_embedded(
-            src,
-            dst,
-            options,
-            settings,
-            job_id=job_id,
-            on_total=on_total,
-            on_item=lambda n: bar.update(n) if bar else None,
-        )
-    except CutoutError as exc:
-        fail(str(exc), EXIT_USAGE if isinstance(exc, ConfigError) else 1)
+        with reported(ConfigError):
+            result = run_embedded(
+                src,
+                dst,
+                options,
+                settings,
+                job_id=job_id,
+                on_total=on_total,
+                on_item=lambda n: bar.update(n) if bar else None,
+            )
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    _print_run(result, dst, as_json)
+    if result.job.failed:
+        sys.exit(1)
+
+
+def _print_run(result: EmbeddedResult, dst: Location, as_json: bool) -> None:
     job = result.job
     if as_json:
         click.echo(json.dumps({**job.as_dict(), "report_key": result.report_key}, sort_keys=True))
-    else:
-        counts = job.counts()
-        click.echo(
-            f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} skipped "
-            f"({counts['ignored']} other files ignored)"
-        )
-        if result.report_key:
-            click.echo(
-                f"report: {dst.uri.rstrip('/')}/{result.report_key.removeprefix(dst.prefix).lstrip('/')}"
-            )
-    if job.failed:
-        sys.exit(1)
+        return
+    counts = job.counts()
+    click.echo(
+        f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} skipped "
+        f"({counts['ignored']} other files ignored)"
+    )
+    if result.report_key:
+        click.echo(f"report: {dst.uri.rstrip('/')}/{result.report_key.removeprefix(dst.prefix).lstrip('/')}")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -90,10 +88,8 @@ def worker(
     from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.sessions import check_models_installed
 
-    try:
+    with reported(ConfigError):
         check_models_installed(settings, load_catalog(settings))
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
     from cutout_fleet.worker.celery_app import app
 
     argv = [
@@ -125,10 +121,8 @@ def models_list(as_json: bool) -> None:
     from cutout_fleet.worker.models.pull import model_status
 
     settings = settings_or_exit()
-    try:
+    with reported(ConfigError):
         rows = model_status(settings, load_catalog(settings))
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
     if as_json:
         click.echo(json.dumps([{**row.__dict__, "path": str(row.path)} for row in rows], indent=2))
         return
@@ -147,7 +141,7 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
     from cutout_fleet.worker.models.pull import pull_model
 
     settings = settings_or_exit()
-    try:
+    with reported():
         catalog = load_catalog(settings)
         for name in names:
             spec = catalog.get(name)
@@ -162,5 +156,3 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
 
                 path = pull_model(spec, settings.model_dir, progress=progress, force=force)
             click.echo(f"{name}: {path} (checksum verified)")
-    except ConfigError as exc:
-        fail(str(exc))

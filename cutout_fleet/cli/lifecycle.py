@@ -1,0 +1,55 @@
+"""Commands that change a job's course: cancel, resume, retry."""
+
+from __future__ import annotations
+
+import click
+
+from cutout_fleet.cli.common import job_store, publisher, queue_for, reported, settings_or_exit
+from cutout_fleet.cli.group import cli
+
+
+@cli.command()
+@click.argument("job_id")
+def cancel(job_id: str) -> None:
+    """Stop a job for good: workers drop its queued items without working on them."""
+    from cutout_fleet.producer.lifecycle import cancel_job
+
+    settings = settings_or_exit()
+    with reported():
+        job = cancel_job(job_store(settings), publisher(settings), job_id)
+    click.echo(
+        f"job {job_id} cancelled: {job.finished} of {job.total} items had finished; {job.queued} dropped"
+    )
+
+
+@cli.command()
+@click.argument("job_id")
+def resume(job_id: str) -> None:
+    """Continue a job that was stopped (by its failure guard), once the cause is fixed."""
+    from cutout_fleet.producer.lifecycle import resume_job
+
+    settings = settings_or_exit()
+    with reported():
+        result = resume_job(job_store(settings), publisher(settings), job_id, queue_for(settings))
+    click.echo(f"job {job_id} {result.job.state}: {result.republished} held items back on the queue")
+
+
+@cli.command()
+@click.argument("job_id")
+def retry(job_id: str) -> None:
+    """Enqueue only the failed items of a job again (and a stopped job's held items)."""
+    from cutout_fleet.producer.lifecycle import retry_job
+
+    settings = settings_or_exit()
+    with reported():
+        result = retry_job(
+            job_store(settings),
+            publisher(settings),
+            job_id,
+            items_per_task=settings.items_per_task,
+            queue_for=queue_for(settings),
+        )
+    click.echo(
+        f"job {job_id}: {result.retried} failed items and {result.republished} held items enqueued again "
+        f"(state {result.job.state})"
+    )

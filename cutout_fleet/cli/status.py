@@ -1,0 +1,125 @@
+"""Commands that read a job: status (once, --wait, --watch), report, jobs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from cutout_fleet.cli.common import fail, job_store, reported, settings_or_exit
+from cutout_fleet.cli.group import cli
+from cutout_fleet.state import CANCELLED, DONE, RUNNING
+
+if TYPE_CHECKING:
+    from cutout_fleet.producer.status import LiveStatus, RateMeter
+    from cutout_fleet.state import JobRecord, RedisJobStore
+
+WATCH_REFRESH_S = 2.0
+# `status --wait` / `--watch` exit codes by the state the job ended in (any other state: 1).
+EXIT_BY_STATE = {DONE: 0, RUNNING: 3}
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (with --watch: one per refresh).")
+@click.option("--wait", is_flag=True, help="Block with a progress bar until the job ends.")
+@click.option(
+    "--watch", is_flag=True, help="Refresh counts, rate, ETA, queue depths and failures until it ends."
+)
+@click.option(
+    "--recount", is_flag=True, help="First rebuild the counters from per-key state (after a Redis restart)."
+)
+def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -> None:
+    """Counts and state of a job (exit 0 when done, 1 when cancelled or stopped, 3 while running)."""
+    from cutout_fleet.producer.status import RateMeter, job_status, live_status
+
+    settings = settings_or_exit()
+    store = job_store(settings)
+    queues = [settings.queues.cpu, settings.queues.gpu]
+    meter = RateMeter()
+    with reported():
+        if recount:
+            store.rebuild_counts(job_id)
+        job = job_status(store, job_id)
+        if watch:
+            job = _watch(store, job_id, queues, meter, settings.status_poll_s, as_json)
+        else:
+            if wait and job.state == RUNNING:
+                job = _wait_with_progress_bar(store, job, settings.status_poll_s)
+            _echo_live(live_status(store, job_id, queues, meter), as_json)
+    sys.exit(EXIT_BY_STATE.get(job.state, 1) if (wait or watch) else 0)
+
+
+def _echo_live(live: LiveStatus, as_json: bool) -> None:
+    from cutout_fleet.producer.status import format_live
+
+    click.echo(json.dumps(live.as_dict(), sort_keys=True) if as_json else format_live(live))
+
+
+def _watch(
+    store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter, poll_s: float, as_json: bool
+) -> JobRecord:
+    """Print the live status until the job leaves `running` (a fresh screen each time on a terminal)."""
+    from cutout_fleet.producer.status import live_status
+
+    while True:
+        live = live_status(store, job_id, queues, meter)
+        if not as_json and sys.stdout.isatty():
+            click.clear()
+        _echo_live(live, as_json)
+        if live.job.state != RUNNING:
+            return live.job
+        time.sleep(max(poll_s, WATCH_REFRESH_S))
+
+
+def _wait_with_progress_bar(store: RedisJobStore, job: JobRecord, poll_s: float) -> JobRecord:
+    from cutout_fleet.producer.status import wait_for_job
+
+    with click.progressbar(
+        length=max(job.total, 1), label=f"job {job.job_id}", file=sys.stderr, show_pos=True
+    ) as bar:
+
+        def update(current: JobRecord) -> None:
+            bar.length = max(current.total, 1)
+            bar.update(current.finished - bar.pos)
+
+        return wait_for_job(store, job.job_id, poll_s=poll_s, on_update=update)
+
+
+@cli.command()
+@click.argument("job_id")
+def report(job_id: str) -> None:
+    """Print where a finished job's report is, writing it first if it is missing."""
+    from cutout_fleet.producer.status import job_status
+    from cutout_fleet.reports import write_report
+    from cutout_fleet.storage import open_storage, parse_location
+
+    settings = settings_or_exit()
+    store = job_store(settings)
+    with reported():
+        job = job_status(store, job_id)
+        if job.state not in (DONE, CANCELLED):
+            fail(
+                f"job {job_id} is still {job.state} ({job.queued} items queued); "
+                "the report is written when it ends"
+            )
+        out = parse_location(job.out)
+        key = job.report_key or write_report(store, open_storage(out, settings.s3), job_id)
+    base = f"s3://{out.bucket}/" if out.scheme == "s3" else out.bucket.rstrip("/") + "/"
+    click.echo(base + key)
+    click.echo(base + key.removesuffix(".jsonl") + ".summary.json")
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def jobs(limit: int, as_json: bool) -> None:
+    """Recent jobs with their state and counts."""
+    from cutout_fleet.producer.status import format_status
+
+    records = job_store(settings_or_exit()).recent(limit)
+    for job in records:
+        click.echo(json.dumps(job.as_dict(), sort_keys=True) if as_json else format_status(job))
