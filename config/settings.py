@@ -119,6 +119,11 @@ class WorkerSettings(BaseModel):
     hard_limit_grace_s: Annotated[float, Field(gt=0)] = 60.0
     # A key whose processing killed or hung the worker this many times is failed as `poison`.
     max_attempts: Annotated[int, Field(ge=1)] = 3
+    # Items that failed transiently (S3 throttling, resets) after botocore's own retries are sent
+    # again this many times, backoff_s * 2**n apart (full jitter, capped), then fail `transient_error`.
+    transient_retries: Annotated[int, Field(ge=0)] = 8
+    retry_backoff_s: Annotated[int, Field(ge=1)] = 2
+    retry_backoff_max_s: Annotated[int, Field(ge=1)] = 300
     # A task not acked within this many seconds is delivered again by Redis: keep it well above
     # items_per_task * item_time_limit_s, or a slow task runs twice.
     visibility_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600

@@ -1,13 +1,22 @@
-"""The task message: JSON, validated before any work, small enough to queue millions of keys."""
+"""The task message: JSON, validated before any work, small enough to queue millions of keys.
+
+How it evolves without stalling a rolling upgrade (old and new workers on one queue):
+- A new field that a worker may ignore and still write the right output (its default reproduces
+  today's behaviour, or it is informational) is added as optional, in the message or in `options`:
+  workers drop fields they do not know.
+- A field whose value changes what a worker must do raises `v` in the messages that use it.  A worker
+  that receives a `v` newer than it knows raises NewerMessage; the task hands the message back to
+  the queue for a newer worker instead of refusing it.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cutout_fleet.errors import PermanentError
+from cutout_fleet.errors import PermanentError, TransientError
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.options import ImageOptions
 
@@ -27,7 +36,7 @@ Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES)]
 class TaskMessage(BaseModel):
     """One task: a few keys of one job.  Job-wide fields ride along so a task never needs a lookup."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")  # see the module docstring
 
     v: Literal[1] = MESSAGE_VERSION
     job_id: JobId
@@ -40,6 +49,18 @@ class TaskMessage(BaseModel):
     force: bool = False  # recompute even when an up-to-date output exists
     # Options that differ from the job's, recorded with each outcome so `retry` can rebuild the task.
     item_options: dict[str, object] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown_options(cls, data: object) -> object:
+        """Options a newer producer added are optional by the rule above; users' typos are caught
+        where options are made (ImageOptions forbids unknown fields), not here."""
+        if isinstance(data, dict) and isinstance(data.get("options"), dict):
+            known = ImageOptions.model_fields
+            options = {k: v for k, v in data["options"].items() if k in known}
+            if len(options) != len(data["options"]):
+                data = {**data, "options": options}
+        return data
 
     @property
     def bucket(self) -> str:
@@ -55,6 +76,12 @@ class InvalidMessage(PermanentError):
     code = "invalid_message"
 
 
+class NewerMessage(TransientError):
+    """A message for a newer worker: hand it back to the queue, a newer worker will take it."""
+
+    code = "message_too_new"
+
+
 def parse_message(payload: object) -> TaskMessage:
     """Validate a payload from the queue; anything malformed is refused, never executed."""
     try:
@@ -63,6 +90,12 @@ def parse_message(payload: object) -> TaskMessage:
         raise InvalidMessage(f"task payload is not JSON data: {exc}") from exc
     if size > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"task payload is {size:,} bytes, over {MAX_MESSAGE_BYTES:,}")
+    version = payload.get("v") if isinstance(payload, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > MESSAGE_VERSION:
+        raise NewerMessage(
+            f"task message version {version} is newer than this worker's {MESSAGE_VERSION}: "
+            "upgrade this worker; the message goes back to the queue meanwhile"
+        )
     try:
         return TaskMessage.model_validate(payload)
     except ValidationError as exc:

@@ -1,24 +1,38 @@
-"""Run one task message: every key gets exactly one recorded outcome.  Plain code; Celery calls it."""
+"""Run one task message: every item gets exactly one recorded outcome.  Plain code; Celery calls it.
+
+Failures are per item.  A permanent failure is that item's outcome and its neighbours go on.  A
+transient one (S3 throttled, a write raced) leaves the item without an outcome and in
+`BatchResult.retry`: the task sends only those items again, later.  A soft time limit fails the
+running item as `timeout` and hands the items not yet done to `BatchResult.resend`, because the hard
+limit is only a grace period away.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 
 from cutout_fleet.catalog import Catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, CutoutError, ModelError, TransientError
+from cutout_fleet.items import ItemRef
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
-from cutout_fleet.outcomes import Outcome, failed
+from cutout_fleet.outcomes import Outcome
 from cutout_fleet.state import CANCELLED, STOPPED, JobStore
 from cutout_fleet.storage import Storage, parse_location
+from cutout_fleet.worker.interrupts import ItemTimeLimit
 from cutout_fleet.worker.pipeline import ItemContext, MaskPredictor, process_item
 from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
+
+# After this many items in a row fail transiently the service is down, not the item: the rest of the
+# task is deferred untried with them instead of each waiting out its own retries.
+MAX_CONSECUTIVE_TRANSIENT = 3
 
 
 @dataclass
@@ -33,12 +47,61 @@ class BatchRuntime:
     on_job_complete: Callable[[str, str], None]  # (job_id, queue)
 
 
-@dataclass(frozen=True)
+@dataclass
 class BatchResult:
     recorded: int = 0
     already_done: int = 0
-    dropped: int = 0  # keys of a cancelled job, or of an expired one
-    parked: int = 0  # keys of a stopped job, held for `resume`
+    dropped: int = 0  # items of a cancelled job, or of an expired one
+    parked: int = 0  # items of a stopped job, held for `resume`
+    timed_out: int = 0
+    retry: list[str] = field(default_factory=list)  # keys to try again later (transient failures)
+    retry_error: TransientError | None = None  # the last transient error, for logs and reports
+    resend: list[str] = field(default_factory=list)  # keys not reached before the soft time limit
+
+
+@dataclass
+class _Batch:
+    """One message being worked through: its items, its context and what happened so far."""
+
+    message: TaskMessage
+    runtime: BatchRuntime
+    queue: str
+    ctx: ItemContext | None
+    setup_error: CutoutError | None
+    result: BatchResult = field(default_factory=BatchResult)
+
+    def item(self, key: str) -> ItemRef:
+        return ItemRef(self.message.bucket, key, (self.message.versions or {}).get(key))
+
+    def output_key(self, key: str) -> str:
+        m = self.message
+        return m.output_key(key, parse_location(m.source).prefix, parse_location(m.out).prefix)
+
+    def record(self, outcome: Outcome) -> None:
+        was_recorded, completed = self.runtime.store.record(self.message.job_id, outcome)
+        self.result.recorded += was_recorded
+        if was_recorded and outcome.status == "succeeded":
+            self.runtime.store.add_rate_sample(outcome.model, sum(outcome.timings_ms.values()))
+        if completed:
+            self.runtime.on_job_complete(self.message.job_id, self.queue)
+
+    def fail(self, key: str, code: str, reason: str) -> None:
+        self.record(failure(self.message, self.item(key), self.output_key(key), code, reason))
+
+
+def failure(message: TaskMessage, item: ItemRef, output_key: str, code: str, reason: str) -> Outcome:
+    """A failed outcome for an item of this message, with the message's per-key options."""
+    return Outcome(
+        item.key,
+        "failed",
+        output_key,
+        message.options.model,
+        error_code=code,
+        error=reason,
+        bucket=item.bucket or None,
+        version=item.version,
+        options=dict(message.item_options) if message.item_options else None,
+    )
 
 
 def _predictor(runtime: BatchRuntime, model: str) -> Callable[[], MaskPredictor]:
@@ -52,15 +115,6 @@ def _predictor(runtime: BatchRuntime, model: str) -> Callable[[], MaskPredictor]
     return load
 
 
-def _outcome_context(message: TaskMessage) -> dict[str, object]:
-    context: dict[str, object] = {}
-    if message.bucket:
-        context["bucket"] = message.bucket
-    if message.item_options:
-        context["options"] = dict(message.item_options)
-    return context
-
-
 def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
     spec = runtime.catalog.get(message.options.model)
     return ItemContext(
@@ -71,92 +125,137 @@ def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
         limits=runtime.settings.limits,
         predictor=_predictor(runtime, message.options.model),
         force=message.force,
-        outcome_context=_outcome_context(message),
+        item_options=dict(message.item_options) if message.item_options else None,
     )
 
 
-def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
-    """Process each key not yet recorded; TransientError propagates so the caller can retry."""
-    store, job_id = runtime.store, message.job_id
-    source_prefix = parse_location(message.source).prefix
-    out_prefix = parse_location(message.out).prefix
+def _open_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> _Batch:
     try:
-        ctx: ItemContext | None = _item_context(message, runtime)
-        setup_error: CutoutError | None = None
+        return _Batch(message, runtime, queue, _item_context(message, runtime), None)
     except CutoutError as exc:
-        ctx, setup_error = None, exc
-    recorded = already = 0
-    max_attempts = runtime.settings.worker.max_attempts
-    for index, key in enumerate(message.keys):
-        # One round trip before every key: the job's state (so `cancel` and the failure guard take
-        # effect within one image), whether a redelivery already recorded it, and its attempt count.
-        start = store.begin_item(job_id, key)
-        if start.state is None:
-            # An unknown (or expired) job: refused like a malformed message, recorded, never run.
-            reason = f"task for unknown or expired job {job_id!r}: {len(message.keys) - index} keys dropped"
-            store.add_rejected("", reason, message.model_dump_json()[:500])
-            log.warning("%s", reason)
-            return BatchResult(recorded, already, dropped=len(message.keys) - index)
-        if start.state == CANCELLED:
-            log.info("dropping %d keys of cancelled job %s", len(message.keys) - index, job_id)
-            return BatchResult(recorded, already, dropped=len(message.keys) - index)
-        if start.state == STOPPED:
-            rest = message.model_copy(update={"keys": message.keys[index:]})
-            store.park(job_id, json.dumps(rest.model_dump(mode="json")))
-            return BatchResult(recorded, already, parked=len(rest.keys))
-        if start.recorded:
-            already += 1  # a redelivered task: this key's outcome is already counted
+        return _Batch(message, runtime, queue, None, exc)
+
+
+def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
+    """Give each item of the message its outcome, or hand it back in `retry` / `resend`."""
+    batch = _open_batch(message, runtime, queue)
+    keys = list(message.keys)
+    consecutive_transient = 0
+    for index, key in enumerate(keys):
+        if consecutive_transient >= MAX_CONSECUTIVE_TRANSIENT:
+            batch.result.retry.extend(keys[index:])
+            break
+        gate = _gate(batch, key, keys[index:])
+        if gate is Gate.STOP:
+            break
+        if gate is Gate.SETTLED:
             continue
-        out_key = message.output_key(key, source_prefix, out_prefix)
-        version = (message.versions or {}).get(key)
-        if start.attempt > max_attempts:
-            reason = (
-                f"{key}: processing it killed or hung the worker {start.attempt - 1} times "
-                f"(CUTOUT_WORKER__MAX_ATTEMPTS={max_attempts}); moved to the job's dead-letter list"
-            )
-            store.add_dead_letter(job_id, key, start.attempt - 1, reason)
-            outcome: Outcome = failed(
-                key, out_key, message.options.model, "poison", reason, **_outcome_context(message)
-            )
-        elif ctx is None:
-            outcome = failed(
-                key,
-                out_key,
-                message.options.model,
-                "model_error",
-                str(setup_error),
-                **_outcome_context(message),
-            )
-        else:
-            try:
-                outcome = process_item(key, out_key, ctx, version=version)
-            except TransientError:
-                # The worker survived this attempt: a retry after an S3 blip is not a step toward poison.
-                store.forget_attempt(job_id, key)
-                raise
-        was_recorded, completed = store.record(job_id, outcome)
-        recorded += was_recorded
-        if was_recorded and outcome.status == "succeeded":
-            store.add_rate_sample(message.options.model, sum(outcome.timings_ms.values()))
-        if completed:
-            runtime.on_job_complete(job_id, queue)
-    return BatchResult(recorded, already)
+        try:
+            transient = _run_item(batch, key)
+        except ItemTimeLimit:
+            _on_time_limit(batch, key, keys[index + 1 :])
+            break
+        consecutive_transient = consecutive_transient + 1 if transient else 0
+    return batch.result
+
+
+class Gate(Enum):
+    WORK = "work"  # process the item
+    SETTLED = "settled"  # already recorded (a redelivery), or failed as poison just now
+    STOP = "stop"  # the job is cancelled, stopped or unknown: the rest is dropped or parked
+
+
+def _gate(batch: _Batch, key: str, rest: list[str]) -> Gate:
+    """Before every item, one round trip: the job's state, whether the item is recorded, its attempt.
+
+    So `cancel` and the failure guard take effect within one image, and a redelivered task skips
+    what its twin did.
+    """
+    store, job_id, result = batch.runtime.store, batch.message.job_id, batch.result
+    start = store.begin_item(job_id, batch.item(key).id)
+    if start.state is None:
+        # An unknown (or expired) job: refused like a malformed message, recorded, never run.
+        reason = f"task for unknown or expired job {job_id!r}: {len(rest)} keys dropped"
+        store.add_rejected("", reason, batch.message.model_dump_json()[:500])
+        log.warning("%s", reason)
+        result.dropped += len(rest)
+        return Gate.STOP
+    if start.state == CANCELLED:
+        log.info("dropping %d keys of cancelled job %s", len(rest), job_id)
+        result.dropped += len(rest)
+        return Gate.STOP
+    if start.state == STOPPED:
+        held = batch.message.model_copy(update={"keys": rest})
+        store.park(job_id, json.dumps(held.model_dump(mode="json")))
+        result.parked += len(rest)
+        return Gate.STOP
+    if start.recorded:
+        result.already_done += 1  # a redelivered task: this item's outcome is already counted
+        return Gate.SETTLED
+    max_attempts = batch.runtime.settings.worker.max_attempts
+    if start.attempt > max_attempts:
+        _fail_as_poison(batch, key, start.attempt - 1, max_attempts)
+        return Gate.SETTLED
+    return Gate.WORK
+
+
+def _fail_as_poison(batch: _Batch, key: str, attempts: int, max_attempts: int) -> None:
+    reason = (
+        f"{key}: processing it killed or hung the worker {attempts} times "
+        f"(CUTOUT_WORKER__MAX_ATTEMPTS={max_attempts}); moved to the job's dead-letter list"
+    )
+    batch.runtime.store.add_dead_letter(batch.message.job_id, batch.item(key).id, attempts, reason)
+    batch.fail(key, "poison", reason)
+
+
+def _run_item(batch: _Batch, key: str) -> bool:
+    """Process one item and record its outcome; True when it failed transiently."""
+    if batch.ctx is None:
+        batch.fail(key, "model_error", str(batch.setup_error))
+        return False
+    item = batch.item(key)
+    try:
+        outcome = process_item(item, batch.output_key(key), batch.ctx)
+    except TransientError as exc:
+        # The worker survived this attempt: a retry after an S3 blip is not a step toward poison.
+        batch.runtime.store.forget_attempt(batch.message.job_id, item.id)
+        log.warning("item %s: %s; it will be tried again", item.id, exc)
+        batch.result.retry.append(key)
+        batch.result.retry_error = exc
+        return True
+    batch.record(outcome)
+    return False
+
+
+def _on_time_limit(batch: _Batch, key: str, rest: list[str]) -> None:
+    """The running item fails with `timeout`; what was not reached goes out again as a new task."""
+    reason = f"{key}: took longer than CUTOUT_WORKER__ITEM_TIME_LIMIT_S allows"
+    batch.fail(key, "timeout", reason)
+    batch.result.timed_out += 1
+    batch.result.resend.extend(rest)
+
+
+def fail_items(
+    message: TaskMessage, runtime: BatchRuntime, queue: str, keys: list[str], code: str, reason: str
+) -> int:
+    """Record a failed outcome for each of these items that has none yet (retries exhausted)."""
+    batch = _Batch(message, runtime, queue, None, None)
+    for key in keys:
+        if not runtime.store.is_recorded(message.job_id, batch.item(key).id):
+            batch.fail(key, code, f"{key}: {reason}")
+    return batch.result.recorded
 
 
 def fail_remaining(message: TaskMessage, runtime: BatchRuntime, queue: str, code: str, reason: str) -> int:
-    """Give every key without an outcome a failed one (retries exhausted, time limit hit)."""
-    source_prefix = parse_location(message.source).prefix
-    out_prefix = parse_location(message.out).prefix
-    count = 0
-    for key in message.keys:
-        if runtime.store.is_recorded(message.job_id, key):
-            continue
-        out_key = message.output_key(key, source_prefix, out_prefix)
-        outcome = failed(
-            key, out_key, message.options.model, code, f"{key}: {reason}", **_outcome_context(message)
-        )
-        was_recorded, completed = runtime.store.record(message.job_id, outcome)
-        count += was_recorded
-        if completed:
-            runtime.on_job_complete(message.job_id, queue)
-    return count
+    """Record a failed outcome for every item of the message that has none yet."""
+    return fail_items(message, runtime, queue, list(message.keys), code, reason)
+
+
+def time_out_running(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
+    """A soft time limit that fired outside an item (between items, in a store call): the first item
+    without an outcome is the one that ran out of time; the others go out again."""
+    batch = _Batch(message, runtime, queue, None, None)
+    pending = [k for k in message.keys if not runtime.store.is_recorded(message.job_id, batch.item(k).id)]
+    if pending:
+        _on_time_limit(batch, pending[0], pending[1:])
+    return batch.result

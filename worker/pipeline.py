@@ -1,7 +1,8 @@
 """One item end to end: download -> decode -> model -> refine -> background -> encode -> upload.
 
 `make_cutout` is the image pipeline (bytes in, bytes out, no storage); `process_item` adds the
-object store around it and turns every failure of the item into a recorded Outcome.
+object store around it and turns every failure of the item into an Outcome, except a TransientError
+(retried by the caller) and a time limit (see interrupts.py).
 """
 
 from __future__ import annotations
@@ -18,22 +19,19 @@ from PIL import Image
 
 from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import PermanentError, TransientError
+from cutout_fleet.freshness import META_SOURCE_ETAG, output_matches, output_metadata, up_to_date
+from cutout_fleet.items import ItemRef
 from cutout_fleet.options import ImageOptions
-from cutout_fleet.outcomes import Outcome, failed
+from cutout_fleet.outcomes import Outcome, Status
 from cutout_fleet.storage import Storage, WriteConflict
 from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
 from cutout_fleet.worker.imaging.mask import refine_mask
 from cutout_fleet.worker.imaging.prep import mask_to_size
+from cutout_fleet.worker.interrupts import INTERRUPTS
 
 log = logging.getLogger(__name__)
-
-# S3 user metadata written on every output; idempotent re-runs compare against it.
-META_SOURCE_ETAG = "cutout-source-etag"
-META_SOURCE_KEY = "cutout-source-key"
-META_MODEL = "cutout-model"
-META_OPTIONS_HASH = "cutout-options-hash"
 
 
 class MaskPredictor(Protocol):
@@ -106,35 +104,31 @@ class ItemContext:
     limits: ImageLimits
     predictor: Callable[[], MaskPredictor]  # lazily: a task whose items all fail early loads nothing
     force: bool = False
-    # Carried into every Outcome: where the key lives and any per-key options (for reports and retry).
-    outcome_context: dict[str, object] = field(default_factory=dict)
+    # Per-key options that differ from the job's, carried into each Outcome so `retry` can rebuild the task.
+    item_options: dict[str, object] | None = None
 
-
-def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:
-    """True when an output's metadata says it was made from this source (ETag) with these options."""
-    return (
-        existing is not None
-        and bool(source_etag)
-        and existing.get(META_OPTIONS_HASH) == options_hash
-        and existing.get(META_SOURCE_ETAG) == source_etag
-    )
-
-
-def up_to_date(
-    source: Storage,
-    out: Storage,
-    key: str,
-    output_key: str,
-    options_hash: str,
-    source_etag: str | None = None,
-) -> bool:
-    """True when the output was made from this very source (ETag) with these options (hash)."""
-    existing = out.head_metadata(output_key)
-    if not existing or existing.get(META_OPTIONS_HASH) != options_hash:
-        return False  # no need to ask about the source
-    if source_etag is None:
-        source_etag = (source.head_metadata(key) or {}).get("etag")
-    return output_matches(existing, source_etag, options_hash)
+    def outcome(
+        self,
+        item: ItemRef,
+        output_key: str,
+        status: Status,
+        timings_ms: dict[str, float] | None = None,
+        *,
+        code: str | None = None,
+        error: str | None = None,
+    ) -> Outcome:
+        return Outcome(
+            item.key,
+            status,
+            output_key,
+            self.options.model,
+            error_code=code,
+            error=error,
+            timings_ms=timings_ms or {},
+            bucket=item.bucket or None,
+            version=item.version,
+            options=self.item_options,
+        )
 
 
 def write_output(
@@ -161,39 +155,37 @@ def write_output(
             raise
 
 
-def process_item(key: str, output_key: str, ctx: ItemContext, *, version: str | None = None) -> Outcome:
-    """Process one key.  Permanent failures become a failed Outcome; TransientError propagates for retry."""
+def _cut_out(item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings) -> Status:
+    with timings.stage("check"):
+        seen = ctx.out.head_metadata(output_key)  # also the ETag a rewrite is conditional on
+        if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
+            return "skipped"
+    with timings.stage("download"):
+        source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
+    cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key)
+    metadata = output_metadata(source.etag, item.key, ctx.options.model, ctx.options_hash)
+    with timings.stage("upload"):
+        write_output(ctx, output_key, cutout, metadata, seen)
+    return "succeeded"
+
+
+def process_item(item: ItemRef, output_key: str, ctx: ItemContext) -> Outcome:
+    """Process one item.  Permanent failures become a failed Outcome; TransientError propagates for retry."""
     timings = Timings()
-    model = ctx.options.model
-    context = {**ctx.outcome_context, **({"version": version} if version else {})}
     try:
-        with timings.stage("check"):
-            seen = ctx.out.head_metadata(output_key)  # also the ETag a rewrite is conditional on
-            if not ctx.force and seen and seen.get(META_OPTIONS_HASH) == ctx.options_hash:
-                source_etag = (ctx.source.head_metadata(key) or {}).get("etag")
-                if output_matches(seen, source_etag, ctx.options_hash):
-                    return Outcome(key, "skipped", output_key, model, timings_ms=timings.ms, **context)  # type: ignore[arg-type]
-        with timings.stage("download"):
-            source = ctx.source.get(key, max_bytes=ctx.limits.max_bytes, version=version)
-        cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=key)
-        metadata = {
-            META_SOURCE_ETAG: source.etag,
-            META_SOURCE_KEY: key if key.isascii() else key.encode("unicode_escape").decode("ascii"),
-            META_MODEL: model,
-            META_OPTIONS_HASH: ctx.options_hash,
-        }
-        with timings.stage("upload"):
-            write_output(ctx, output_key, cutout, metadata, seen)
+        status = _cut_out(item, output_key, ctx, timings)
     except TransientError:
         raise
+    except INTERRUPTS:
+        raise
     except PermanentError as exc:
-        log.info("item %s failed: %s (%s)", key, exc, exc.code)
-        return failed(key, output_key, model, exc.code, str(exc), timings_ms=timings.ms, **context)
+        log.info("item %s failed: %s (%s)", item.id, exc, exc.code)
+        return ctx.outcome(item, output_key, "failed", timings.ms, code=exc.code, error=str(exc))
     except MemoryError:
-        message = f"{key}: ran out of memory processing it"
-        return failed(key, output_key, model, "image_too_large", message, timings_ms=timings.ms, **context)
+        message = f"{item.key}: ran out of memory processing it"
+        return ctx.outcome(item, output_key, "failed", timings.ms, code="image_too_large", error=message)
     except Exception as exc:  # a bug must fail this item, not the worker or the rest of the batch
-        log.exception("item %s failed unexpectedly", key)
-        message = f"{key}: {type(exc).__name__}: {exc}"
-        return failed(key, output_key, model, "internal_error", message, timings_ms=timings.ms, **context)
-    return Outcome(key, "succeeded", output_key, model, timings_ms=timings.ms, **context)  # type: ignore[arg-type]
+        log.exception("item %s failed unexpectedly", item.id)
+        message = f"{item.key}: {type(exc).__name__}: {exc}"
+        return ctx.outcome(item, output_key, "failed", timings.ms, code="internal_error", error=message)
+    return ctx.outcome(item, output_key, status, timings.ms)

@@ -1,101 +1,77 @@
-"""Thin Celery tasks: parse the message, call the plain batch code, handle retries and time limits."""
+"""Thin Celery tasks: parse the message, run the batch, hand what must run again back to Celery.
+
+Retries use Celery's own machinery and settings (`max_retries`, `retry_backoff`, `retry_jitter`):
+`autoretry_for` where the unit is the whole task (the report task), and `Task.retry` with Celery's
+backoff formula where it is the item: a batch's retry carries only the items that failed
+transiently, so it never redoes a neighbour's work.  When the tries run out, those items (and only
+those) fail with `transient_error`.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import random
-from functools import lru_cache
+from typing import Any
 
 import redis.exceptions
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
 
-from cutout_fleet.catalog import load_catalog
-from cutout_fleet.connections import redis_client
 from cutout_fleet.errors import TransientError
 from cutout_fleet.messages import (
     TASK_FINALIZE_JOB,
     TASK_PROCESS_BATCH,
     InvalidMessage,
+    NewerMessage,
     TaskMessage,
     parse_message,
 )
-from cutout_fleet.outcomes import failed
 from cutout_fleet.reports import write_report
-from cutout_fleet.state import RedisJobStore
-from cutout_fleet.storage import Storage, open_storage, parse_location, s3_client
-from cutout_fleet.worker.batch import BatchRuntime, fail_remaining, run_batch
-from cutout_fleet.worker.celery_app import app, settings
-from cutout_fleet.worker.sessions import SessionPool
+from cutout_fleet.routing import queue_for_model, task_time_limits
+from cutout_fleet.worker.batch import BatchResult, fail_items, run_batch, time_out_running
+from cutout_fleet.worker.celery_app import app, runtime, worker_settings
+from cutout_fleet.worker.interrupts import ItemTimeLimit, TimeLimitExceeded
 
 log = logging.getLogger(__name__)
 
-MAX_TRANSIENT_RETRIES = 8
-RETRY_BACKOFF_BASE_S = 2.0
-RETRY_BACKOFF_MAX_S = 300.0
+# A message for a newer worker is handed back this often, this far apart (an hour), then refused.
+NEWER_MESSAGE_WAIT_S = 30
+NEWER_MESSAGE_RETRIES = 120
+
 # A restarting Redis answers LOADING, a dropped one refuses: both heal, so the task is retried.
 REDIS_TRANSIENT = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
 )
-
-_runtime: tuple[int, BatchRuntime] | None = None
-
-
-def runtime() -> BatchRuntime:
-    """This process's runtime, rebuilt after a fork (clients and sessions are not fork-safe)."""
-    global _runtime
-    if _runtime is None or _runtime[0] != os.getpid():
-        catalog = load_catalog(settings)
-        client = s3_client(settings.s3)
-
-        @lru_cache(maxsize=64)
-        def storage_for(uri: str) -> Storage:
-            return open_storage(parse_location(uri), settings.s3, client)
-
-        _runtime = (
-            os.getpid(),
-            BatchRuntime(
-                settings=settings,
-                catalog=catalog,
-                store=RedisJobStore(redis_client(settings), settings.job_ttl_s),
-                sessions=SessionPool(settings, catalog),
-                open_storage=storage_for,
-                on_job_complete=lambda job_id, queue: finalize_job.apply_async((job_id,), queue=queue),
-            ),
-        )
-    return _runtime[1]
+# The report task's retries (Celery's autoretry): 2 s, 4 s, ... up to 5 min, full jitter, 8 times.
+# A batch's retries follow CUTOUT_WORKER__TRANSIENT_RETRIES / __RETRY_BACKOFF_S / __RETRY_BACKOFF_MAX_S.
+REPORT_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 8,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+}
 
 
-def _backoff_s(retries: int) -> float:
-    return min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_BASE_S * 2**retries) * random.uniform(0.5, 1.0)
-
-
-def _queue_of(message: TaskMessage) -> str:
-    spec = load_catalog(settings).get(message.options.model)
-    return settings.queues.cpu if spec.queue == "cpu" else settings.queues.gpu
-
-
-def send_again(message: TaskMessage, keys: list[str]) -> None:
-    """Queue these keys of a message as a new task, with time limits for their number."""
+def send_again(message: TaskMessage, keys: list[str], queue: str, countdown: float | None = None) -> None:
+    """Queue these items of a message as a new task, with time limits for their number."""
+    limits = task_time_limits(worker_settings().worker, len(keys))
     again = message.model_copy(update={"keys": keys})
-    soft = settings.worker.item_time_limit_s * len(keys)
     process_batch.apply_async(
         args=[again.model_dump(mode="json", exclude_defaults=True)],
-        queue=_queue_of(message),
-        soft_time_limit=soft,
-        time_limit=soft + settings.worker.hard_limit_grace_s,
+        queue=queue,
+        countdown=countdown,
+        soft_time_limit=limits.soft_s,
+        time_limit=limits.hard_s,
     )
 
 
 class BatchTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        """Hard time limit: the pool child was killed mid-key and Celery acked the message.
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Hard time limit: the pool child was killed mid-item and Celery acked the message.
 
-        Send it again: recorded keys are skipped, and the key that was running has had its attempt
-        counted, so a key that always hangs becomes `poison` after CUTOUT_WORKER__MAX_ATTEMPTS.
+        Send it again: recorded items are skipped, and the item that was running has had its attempt
+        counted, so an item that always hangs becomes `poison` after CUTOUT_WORKER__MAX_ATTEMPTS.
         """
         if not isinstance(exc, TimeLimitExceeded) or not args:
             return
@@ -104,59 +80,89 @@ class BatchTask(Task):
         except InvalidMessage:
             return
         log.warning("task %s hit its hard time limit; sending its %d keys again", task_id, len(message.keys))
-        send_again(message, list(message.keys))
+        send_again(message, list(message.keys), _queue(self, message))
 
 
-@app.task(name=TASK_PROCESS_BATCH, bind=True, base=BatchTask, max_retries=MAX_TRANSIENT_RETRIES)
+def _queue(task: Task, message: TaskMessage) -> str:
+    """The queue this task came from (so retries stay there), else the model's queue."""
+    delivery = task.request.delivery_info or {}
+    return str(delivery.get("routing_key") or queue_for_model(worker_settings(), message.options.model))
+
+
+@app.task(name=TASK_PROCESS_BATCH, bind=True, base=BatchTask, max_retries=None)
 def process_batch(self: Task, payload: object) -> dict[str, object]:
     try:
         message = parse_message(payload)
+    except NewerMessage as exc:
+        return _hand_back(self, payload, exc)
     except InvalidMessage as exc:
         log.error("rejected task %s: %s", self.request.id, exc)
         runtime().store.add_rejected(str(self.request.id), str(exc), repr(payload))
         return {"rejected": str(exc)}
-    queue = (self.request.delivery_info or {}).get("routing_key") or _queue_of(message)
-    rt = runtime()
+    queue = _queue(self, message)
     try:
-        result = run_batch(message, rt, queue)
-    except (TransientError, *REDIS_TRANSIENT) as exc:
-        if self.request.retries >= MAX_TRANSIENT_RETRIES:
-            reason = f"gave up after {self.request.retries} retries: {exc}"
-            return {"failed_after_retries": fail_remaining(message, rt, queue, "transient_error", reason)}
-        raise self.retry(exc=exc, countdown=_backoff_s(self.request.retries)) from exc
-    except SoftTimeLimitExceeded:
-        return _on_soft_time_limit(message, rt, queue)
-    return dict(result.__dict__)
+        result = run_batch(message, runtime(), queue)
+    except ItemTimeLimit:
+        result = time_out_running(message, runtime(), queue)  # fired between items
+    except REDIS_TRANSIENT as exc:
+        # Job state is out of reach, so which items are done is unknown: retry the message whole
+        # (recorded items are skipped on the way).
+        result = BatchResult(retry=list(message.keys), retry_error=TransientError(f"Redis: {exc}"))
+    if result.resend:
+        send_again(message, result.resend, queue)
+    if result.retry:
+        _retry_items(self, message, result, queue)
+    return _summary(result)
 
 
-def _on_soft_time_limit(message: TaskMessage, rt: BatchRuntime, queue: str) -> dict[str, object]:
-    """The key that was running fails with `timeout`; the keys after it go out as a new task."""
-    pending = [key for key in message.keys if not rt.store.is_recorded(message.job_id, key)]
-    if not pending:
-        return {"timed_out": 0}
-    running, rest = pending[0], pending[1:]
-    source_prefix, out_prefix = parse_location(message.source).prefix, parse_location(message.out).prefix
-    out_key = message.output_key(running, source_prefix, out_prefix)
-    reason = f"{running}: took longer than CUTOUT_WORKER__ITEM_TIME_LIMIT_S allows"
-    _, completed = rt.store.record(
-        message.job_id, failed(running, out_key, message.options.model, "timeout", reason)
+def _hand_back(task: Task, payload: object, exc: NewerMessage) -> dict[str, object]:
+    """A message for a newer worker goes back to its queue for a while (a rolling upgrade), then is
+    refused and kept in cf:rejected if no newer worker took it."""
+    if task.request.retries >= NEWER_MESSAGE_RETRIES:
+        runtime().store.add_rejected(str(task.request.id), str(exc), repr(payload))
+        return {"rejected": str(exc)}
+    log.warning("task %s: %s", task.request.id, exc)
+    raise task.retry(countdown=NEWER_MESSAGE_WAIT_S, max_retries=NEWER_MESSAGE_RETRIES)
+
+
+def _retry_items(task: Task, message: TaskMessage, result: BatchResult, queue: str) -> None:
+    """Send only the transiently failed items again, after Celery's backoff; fail them when out of tries."""
+    policy, retries = worker_settings().worker, task.request.retries
+    if retries >= policy.transient_retries:
+        reason = f"gave up after {retries} retries: {result.retry_error}"
+        fail_items(message, runtime(), queue, result.retry, "transient_error", reason)
+        return
+    countdown = get_exponential_backoff_interval(
+        policy.retry_backoff_s, retries, policy.retry_backoff_max_s, full_jitter=True
     )
-    if completed:
-        rt.on_job_complete(message.job_id, queue)
-    if rest:
-        send_again(message, rest)
-    return {"timed_out": 1, "sent_again": len(rest)}
+    limits = task_time_limits(policy, len(result.retry))
+    again = message.model_copy(update={"keys": result.retry})
+    raise task.retry(
+        args=[again.model_dump(mode="json", exclude_defaults=True)],
+        exc=result.retry_error,
+        countdown=countdown,
+        soft_time_limit=limits.soft_s,
+        time_limit=limits.hard_s,
+    )
 
 
-@app.task(name=TASK_FINALIZE_JOB, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
-def finalize_job(self: Task, job_id: str) -> dict[str, object]:
+def _summary(result: BatchResult) -> dict[str, object]:
+    return {
+        "recorded": result.recorded,
+        "already_done": result.already_done,
+        "dropped": result.dropped,
+        "parked": result.parked,
+        "timed_out": result.timed_out,
+        "retry": len(result.retry),
+        "sent_again": len(result.resend),
+    }
+
+
+@app.task(name=TASK_FINALIZE_JOB, autoretry_for=(TransientError, *REDIS_TRANSIENT), **REPORT_RETRY_POLICY)
+def finalize_job(job_id: str) -> dict[str, object]:
     """Write the completion reports once the last item of a job has its outcome."""
     rt = runtime()
-    try:
-        job = rt.store.get(str(job_id))
-        if job is None:
-            return {"missing": job_id}
-        key = write_report(rt.store, rt.open_storage(job.out), job.job_id)
-    except (TransientError, *REDIS_TRANSIENT) as exc:
-        raise self.retry(exc=exc, countdown=_backoff_s(self.request.retries)) from exc
-    return {"report": key}
+    job = rt.store.get(str(job_id))
+    if job is None:
+        return {"missing": job_id}
+    return {"report": write_report(rt.store, rt.open_storage(job.out), job.job_id)}

@@ -52,13 +52,17 @@ def output_to_mask(raw: np.ndarray, activation: Activation) -> np.ndarray:
     low, high = float(pred.min()), float(pred.max())
     if high - low < _EPS:
         # A flat prediction carries no shape; stretching it would amplify noise into a mask.
-        return np.clip(pred, 0.0, 1.0).astype(np.float32)
-    return ((pred - low) / (high - low)).astype(np.float32)
+        flat: np.ndarray = np.clip(pred, 0.0, 1.0).astype(np.float32)
+        return flat
+    stretched: np.ndarray = ((pred - low) / (high - low)).astype(np.float32)
+    return stretched
 
 
 def mask_to_size(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Resize a float mask to the original image size (LANCZOS, as rembg does), clipped to 0..1."""
     if (mask.shape[1], mask.shape[0]) == size_wh:
-        return np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
+        same: np.ndarray = np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
+        return same
     resized = Image.fromarray(mask.astype(np.float32), mode="F").resize(size_wh, Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    pixels: np.ndarray = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return pixels

@@ -12,6 +12,7 @@ from PIL import Image
 from cutout_fleet.catalog import ModelSpec, verify_checksum
 from cutout_fleet.errors import ConfigError, ModelError
 from cutout_fleet.worker.imaging.prep import output_to_mask, to_model_input
+from cutout_fleet.worker.interrupts import INTERRUPTS
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class ModelSession:
         )
         try:
             raw = self.session.run([self.output_name], {self.input_name: tensor})[0]
-        except Exception as exc:
+        except INTERRUPTS:
+            raise  # a time limit that fired while the model ran is a timeout, not a model failure
+        except Exception as exc:  # onnxruntime raises untyped errors for inputs it cannot run
             raise ModelError(f"model {spec.name!r} failed on this image: {exc}") from exc
         return output_to_mask(raw, spec.activation)
