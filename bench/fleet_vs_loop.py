@@ -552,7 +552,7 @@ def bench(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     log(f"starting a worker (concurrency {args.concurrency}) on Redis DB {args.redis_db}, S3 {s3_url}")
     worker = stack.enter_context(running_worker(env, logs, route(MODEL), args.concurrency))
     store = RedisJobStore.from_url(redis_url, settings.job_ttl_s)
-    stack.callback(store.r.close)
+    stack.callback(store.close)
     app = producer_app(redis_url)
     stack.callback(app.close)
     fleet = Fleet(

@@ -1,19 +1,26 @@
-"""Shared fixtures: the real Redis, a real S3-protocol server (moto) and model files.
+"""Shared fixtures: the real Redis, a real S3-protocol server (moto), model files and test fleets.
 
 Redis: CUTOUT_TEST_REDIS_URL (default redis://127.0.0.1:6379/13), a DB of its own, flushed.
 S3: `moto_server` started once per session on a free loopback port.
+Fleets: `make_fleet(models=[...], **settings)` opens a `Fleet` (tests/support/fleet.py) on all of these.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from tests.support.fleet import Fleet, FleetFactory
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/13"
 AWS_TEST_ENV = {
@@ -74,21 +81,12 @@ def s3_client(s3_endpoint: str):  # type: ignore[no-untyped-def]
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
 
-_bucket_counter = 0
-
-
 @pytest.fixture
 def new_bucket(s3_client):  # type: ignore[no-untyped-def]
     """Factory: a fresh, empty bucket with a unique name."""
+    from tests.support.servers import create_bucket
 
-    def make(label: str = "b") -> str:
-        global _bucket_counter
-        _bucket_counter += 1
-        name = f"{label}-{os.getpid()}-{_bucket_counter}"
-        s3_client.create_bucket(Bucket=name)
-        return name
-
-    return make
+    return functools.partial(create_bucket, s3_client)
 
 
 @pytest.fixture(scope="session")
@@ -122,3 +120,35 @@ def cutout_bin() -> str:
         assert found, "the `cutout` console script is not installed; pip install -e .[test]"
         return found
     return str(exe)
+
+
+@pytest.fixture(scope="session")
+def make_fleet(
+    redis_url: str,
+    s3_endpoint: str,
+    s3_client: Any,
+    model_setup: tuple[Path, Path],
+    cutout_bin: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> FleetFactory:
+    """Factory: `with make_fleet(models=[...], **settings) as fleet:` a `Fleet` on the test Redis DB
+    (flushed), the S3 server and the model files; its workers are stopped when the block ends.
+    `redis_url=` puts it on another Redis (a server the test restarts)."""
+
+    from tests.support.fleet import open_fleet
+
+    model_dir, catalog = model_setup
+
+    def make(*, models: Sequence[str], **options: Any) -> AbstractContextManager[Fleet]:
+        defaults: dict[str, Any] = {
+            "redis_url": redis_url,
+            "s3_endpoint": s3_endpoint,
+            "s3": s3_client,
+            "model_dir": model_dir,
+            "catalog": catalog,
+            "cutout_bin": cutout_bin,
+            "log_dir": tmp_path_factory.mktemp("fleet"),
+        }
+        return open_fleet(models=models, **{**defaults, **options})
+
+    return make

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery, signals
-from kombu import Queue
+from kombu.entity import Queue
 
 from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings, load_settings

@@ -42,7 +42,7 @@ class RedisJobStore:
     """Job state in Redis.  Every key of a job expires `ttl_s` after its last write."""
 
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
-        self.r = client
+        self._redis = client
         self.ttl_s = ttl_s
         self._scripts = JobScripts.register(client)
 
@@ -56,7 +56,7 @@ class RedisJobStore:
         """Create the job; creating it again with the same definition is allowed (a second enqueue)."""
         key = job_key(spec.job_id)
         now = time.time()
-        if not self.r.hsetnx(key, "created_at", repr(now)):
+        if not self._redis.hsetnx(key, "created_at", repr(now)):
             existing = self.get(spec.job_id)
             if existing and (existing.source, existing.out, existing.options) == (
                 spec.source,
@@ -67,7 +67,7 @@ class RedisJobStore:
             raise JobExists(
                 f"job {spec.job_id!r} already exists with other inputs or options; pick another --job-id"
             )
-        pipe = self.r.pipeline()
+        pipe = self._redis.pipeline()
         pipe.hset(key, mapping=new_job_fields(spec))
         pipe.expire(key, self.ttl_s)
         pipe.zadd(JOBS_INDEX, {spec.job_id: now})
@@ -76,24 +76,24 @@ class RedisJobStore:
         pipe.execute()
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw = self.r.hgetall(job_key(job_id))
+        raw = self._redis.hgetall(job_key(job_id))
         if not raw or b"source" not in raw:
             return None
         return job_record(job_id, {text(k): text(v) for k, v in raw.items()})
 
     def recent(self, limit: int = 20) -> list[JobRecord]:
         # Without scores every member is a plain id; redis-py's return type also allows scored pairs.
-        ids = [text(i) for i in self.r.zrevrange(JOBS_INDEX, 0, limit - 1) if isinstance(i, bytes | str)]
+        ids = [text(i) for i in self._redis.zrevrange(JOBS_INDEX, 0, limit - 1) if isinstance(i, bytes | str)]
         records = [self.get(job_id) for job_id in ids]
         return [r for r in records if r is not None]
 
     def state(self, job_id: str) -> str | None:
-        value = self.r.hget(job_key(job_id), "state")
+        value = self._redis.hget(job_key(job_id), "state")
         return text(value) if value is not None else None
 
     def delete_job(self, job_id: str) -> None:
         """Remove every key of the job and its index entry (a dry run's scratch job)."""
-        pipe = self.r.pipeline()
+        pipe = self._redis.pipeline()
         pipe.delete(*job_keys(job_id))
         pipe.zrem(JOBS_INDEX, job_id)
         pipe.execute()
@@ -141,24 +141,32 @@ class RedisJobStore:
         return bool(recorded), bool(completed)
 
     def is_recorded(self, job_id: str, item: str) -> bool:
-        return bool(self.r.hexists(outcomes_key(job_id), item))
+        return bool(self._redis.hexists(outcomes_key(job_id), item))
 
     def forget_attempt(self, job_id: str, item: str) -> None:
-        self.r.hincrby(attempts_key(job_id), item, -1)
+        self._redis.hincrby(attempts_key(job_id), item, -1)
 
     def add_dead_letter(self, job_id: str, item: str, attempts: int, reason: str) -> None:
         entry = json.dumps({"item": item, "attempts": attempts, "reason": reason, "at": time.time()})
-        pipe = self.r.pipeline()
+        pipe = self._redis.pipeline()
         pipe.rpush(dead_key(job_id), entry)
         pipe.expire(dead_key(job_id), self.ttl_s)
         pipe.execute()
 
+    def attempts(self, job_id: str) -> dict[str, int]:
+        """Item id -> times work on it began (operators: which items keep killing workers)."""
+        raw = self._redis.hgetall(attempts_key(job_id))
+        return {text(item): int(count) for item, count in raw.items()}
+
+    def close(self) -> None:
+        self._redis.close()
+
     def dead_letters(self, job_id: str) -> list[dict[str, object]]:
         """The job's poison items: {"item": item id, "attempts", "reason", "at"}, oldest first."""
-        return [json.loads(entry) for entry in self.r.lrange(dead_key(job_id), 0, -1)]
+        return [json.loads(entry) for entry in self._redis.lrange(dead_key(job_id), 0, -1)]
 
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]:
-        for _item, line in self.r.hscan_iter(outcomes_key(job_id), count=1000):
+        for _item, line in self._redis.hscan_iter(outcomes_key(job_id), count=1000):
             yield Outcome.from_json(line)
 
     def failed_outcomes(self, job_id: str) -> Iterator[Outcome]:
@@ -177,7 +185,7 @@ class RedisJobStore:
         return bool(self._scripts.rebuild(keys=keys))
 
     def set_report(self, job_id: str, report_key: str) -> None:
-        self.r.hset(job_key(job_id), "report_key", report_key)
+        self._redis.hset(job_key(job_id), "report_key", report_key)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def set_state(
@@ -185,10 +193,10 @@ class RedisJobStore:
     ) -> bool:
         """Move to `state` if the job is in one of `only_from` (checked and set atomically)."""
         key = job_key(job_id)
-        with self.r.pipeline() as pipe:
+        with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves Pipeline.watch untyped
                     current = pipe.hget(key, "state")
                     if current is None or text(current) not in only_from:
                         pipe.reset()
@@ -215,14 +223,14 @@ class RedisJobStore:
 
     def park(self, job_id: str, payload: str) -> None:
         """Hold a task of a stopped job until `resume` or `retry` re-publishes it."""
-        pipe = self.r.pipeline()
+        pipe = self._redis.pipeline()
         pipe.rpush(parked_key(job_id), payload)
         pipe.expire(parked_key(job_id), self.ttl_s)
         pipe.execute()
 
     def take_parked(self, job_id: str, chunk: int = 500) -> Iterator[str]:
         while True:
-            items = self.r.lpop(parked_key(job_id), chunk)
+            items = self._redis.lpop(parked_key(job_id), chunk)
             if not items:
                 return
             assert isinstance(items, list)  # with a count, LPOP answers a list (never one bare item)
@@ -235,30 +243,30 @@ class RedisJobStore:
         entry = json.dumps(
             {"task_id": task_id, "reason": reason[:2000], "payload": payload[:500], "at": time.time()}
         )
-        pipe = self.r.pipeline()
+        pipe = self._redis.pipeline()
         pipe.lpush(REJECTED_KEY, entry)
         pipe.ltrim(REJECTED_KEY, 0, REJECTED_KEEP - 1)
         pipe.execute()
 
     def rejected(self) -> list[dict[str, object]]:
-        return [json.loads(entry) for entry in self.r.lrange(REJECTED_KEY, 0, -1)]
+        return [json.loads(entry) for entry in self._redis.lrange(REJECTED_KEY, 0, -1)]
 
     def add_rate_sample(self, model: str, item_ms: float) -> None:
         """Remember how long an item took on this fleet, for dry-run estimates."""
         key = rate_key(model)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=False)
         pipe.lpush(key, round(item_ms, 1))
         pipe.ltrim(key, 0, RATE_SAMPLES - 1)
         pipe.expire(key, RATE_TTL_S)
         pipe.execute()
 
     def median_item_ms(self, model: str) -> float | None:
-        samples = sorted(float(v) for v in self.r.lrange(rate_key(model), 0, -1))
+        samples = sorted(float(v) for v in self._redis.lrange(rate_key(model), 0, -1))
         return samples[len(samples) // 2] if samples else None
 
     def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
         """Messages waiting in each Celery queue: the broker lists live in this same Redis."""
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=False)
         for queue in queues:
             pipe.llen(queue)
         return {queue: int(depth) for queue, depth in zip(queues, pipe.execute(), strict=True)}

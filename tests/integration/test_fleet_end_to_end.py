@@ -7,19 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.support.fleet import (
-    fleet_env,
-    run_cli,
-    run_cli_json,
-    sample_catalog,
-    start_worker,
-    truncated_jpeg,
-)
+from tests.support.fleet import Fleet, FleetFactory, sample_catalog, truncated_jpeg
 
 pytestmark = pytest.mark.integration
 
@@ -27,77 +21,36 @@ MODELS = ["u2netp", "tiny-birefnet"]
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_url, s3_endpoint, model_setup, cutout_bin, tmp_path_factory):  # type: ignore[no-untyped-def]
+def fleet(make_fleet: FleetFactory) -> Iterator[Fleet]:
     """One real worker process (prefork, concurrency 2) serving the cpu queue for this module."""
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    model_dir, catalog = model_setup
-    env = fleet_env(
-        redis_url=redis_url,
-        s3_endpoint=s3_endpoint,
-        model_dir=model_dir,
-        catalog=catalog,
-        extra={
-            "CUTOUT_WORKER__MODELS": json.dumps(MODELS),
-            "CUTOUT_ITEMS_PER_TASK": "3",
-            "CUTOUT_WORKER__INTRA_OP_THREADS": "1",
-        },
-    )
-    worker = start_worker(cutout_bin, env, tmp_path_factory.mktemp("logs"), concurrency=2)
-    yield env, worker
-    assert worker.stop() == 0, worker.log()
-
-
-def _upload(s3_client, bucket: str, prefix: str, files: dict[str, bytes]) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    etags = {}
-    for key, data in files.items():
-        response = s3_client.put_object(Bucket=bucket, Key=prefix + key, Body=data)
-        etags[prefix + key] = response["ETag"].strip('"')
-    return etags
-
-
-def _read_jsonl(s3_client, bucket: str, key: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    body = s3_client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-    return [json.loads(line) for line in body.splitlines() if line]
+    with make_fleet(models=MODELS, CUTOUT_ITEMS_PER_TASK="3") as fleet:
+        fleet.start_worker(concurrency=2)
+        yield fleet
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(
-    fleet, s3_client, new_bucket, cutout_bin, model
-):  # type: ignore[no-untyped-def]
-    env, worker = fleet
-    src_bucket, out_bucket = new_bucket("in"), new_bucket("out")
+def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(fleet: Fleet, model: str) -> None:
+    # Given a prefix of photos, a file that is not an image and a broken JPEG
+    src_bucket, out_bucket = fleet.new_bucket("in"), fleet.new_bucket("out")
     photos = sample_catalog()
-    etags = _upload(s3_client, src_bucket, "catalog/", photos)
-    _upload(
-        s3_client,
-        src_bucket,
-        "catalog/",
-        {"bags/notes.txt": b"not an image", "bad/broken.jpg": truncated_jpeg()},
+    etags = fleet.upload(src_bucket, "catalog/", photos)
+    fleet.upload(
+        src_bucket, "catalog/", {"bags/notes.txt": b"not an image", "bad/broken.jpg": truncated_jpeg()}
     )
 
     # When the producer enqueues the prefix and we wait for the job
-    job = run_cli_json(
-        cutout_bin,
-        env,
-        "enqueue",
-        f"s3://{src_bucket}/catalog/",
-        "--out",
-        f"s3://{out_bucket}/cutouts",
-        "--model",
-        model,
-        "--json",
+    job = fleet.enqueue(
+        f"s3://{src_bucket}/catalog/", "--out", f"s3://{out_bucket}/cutouts", "--model", model
     )
     assert job["total"] == len(photos) + 1 and job["ignored"] == 1
-    status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=240)
+    status = fleet.wait_for_job(job["job_id"], timeout_s=240, check=True)
 
     # Then every good photo succeeded and the broken one failed alone, with a reason
     assert status["state"] == "done", status
-    assert (status["succeeded"], status["failed"], status["queued"]) == (len(photos), 1, 0), worker.log()
+    assert (status["succeeded"], status["failed"], status["queued"]) == (len(photos), 1, 0), fleet.logs()
     for key, data in photos.items():
         out_key = "cutouts/" + key.rsplit(".", 1)[0] + ".png"
-        obj = s3_client.get_object(Bucket=out_bucket, Key=out_key)
+        obj = fleet.s3.get_object(Bucket=out_bucket, Key=out_key)
         cutout = Image.open(io.BytesIO(obj["Body"].read()))
         original = Image.open(io.BytesIO(data))
         assert cutout.format == "PNG" and cutout.mode == "RGBA"
@@ -110,7 +63,7 @@ def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(
         assert meta["cutout-options-hash"].startswith("o1-")
 
     # And the report lists every key, and the summary its counts
-    lines = _read_jsonl(s3_client, out_bucket, f"cutouts/_reports/{job['job_id']}.jsonl")
+    lines = fleet.read_jsonl(out_bucket, f"cutouts/_reports/{job['job_id']}.jsonl")
     by_key = {line["key"]: line for line in lines}
     assert set(by_key) == {"catalog/" + k for k in photos} | {"catalog/bad/broken.jpg"}
     broken = by_key["catalog/bad/broken.jpg"]
@@ -123,56 +76,45 @@ def test_a_prefix_of_photos_becomes_cutouts_a_report_and_metadata(
     assert good["status"] == "succeeded" and good["model"] == model
     assert good["output_key"] == "cutouts/shoes/astronaut.png"
     assert {"download", "decode", "model", "mask", "encode", "upload"} <= set(good["timings_ms"])
-    summary = json.loads(
-        s3_client.get_object(Bucket=out_bucket, Key=f"cutouts/_reports/{job['job_id']}.summary.json")[
-            "Body"
-        ].read()
-    )
+    summary = json.loads(fleet.read(out_bucket, f"cutouts/_reports/{job['job_id']}.summary.json"))
     assert summary["counts"]["succeeded"] == len(photos) and summary["failures_by_code"] == {"undecodable": 1}
-    located = run_cli(cutout_bin, env, "report", job["job_id"]).stdout.split()
+    located = fleet.cli("report", job["job_id"]).stdout.split()
     assert located[0] == f"s3://{out_bucket}/cutouts/_reports/{job['job_id']}.jsonl"
 
 
-def test_two_inputs_with_one_output_name_fail_the_later_one_as_a_collision(
-    fleet, s3_client, new_bucket, cutout_bin
-):  # type: ignore[no-untyped-def]
-    env, _ = fleet
-    src_bucket, out_bucket = new_bucket("in"), new_bucket("out")
+def test_two_inputs_with_one_output_name_fail_the_later_one_as_a_collision(fleet: Fleet) -> None:
+    # Given two photos whose cutouts would have the same name
+    src_bucket, out_bucket = fleet.new_bucket("in"), fleet.new_bucket("out")
     photos = sample_catalog()
-    _upload(
-        s3_client, src_bucket, "p/", {"a.jpg": photos["bags/coffee.JPG"], "a.png": photos["shoes/coffee.png"]}
-    )
+    fleet.upload(src_bucket, "p/", {"a.jpg": photos["bags/coffee.JPG"], "a.png": photos["shoes/coffee.png"]})
 
-    job = run_cli_json(
-        cutout_bin, env, "enqueue", f"s3://{src_bucket}/p/", "--out", f"s3://{out_bucket}/o", "--json"
-    )
-    status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=120)
+    # When they are enqueued as one job
+    job = fleet.enqueue(f"s3://{src_bucket}/p/", "--out", f"s3://{out_bucket}/o")
+    status = fleet.wait_for_job(job["job_id"], check=True)
 
+    # Then the first keeps the output and the later one fails as a collision naming it
     assert (status["succeeded"], status["failed"]) == (1, 1)
-    lines = {
-        line["key"]: line for line in _read_jsonl(s3_client, out_bucket, f"o/_reports/{job['job_id']}.jsonl")
-    }
+    lines = {line["key"]: line for line in fleet.read_jsonl(out_bucket, f"o/_reports/{job['job_id']}.jsonl")}
     assert lines["p/a.jpg"]["status"] == "succeeded"
     assert lines["p/a.png"]["error_code"] == "output_collision" and "p/a.jpg" in lines["p/a.png"]["error"]
-    meta = s3_client.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
+    meta = fleet.s3.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
     assert meta["cutout-source-key"] == "p/a.jpg"
 
     # And retrying the job does not run the colliding key over the other one's output
-    run_cli(cutout_bin, env, "retry", job["job_id"])
-    status = run_cli_json(cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=60)
+    fleet.cli("retry", job["job_id"])
+    status = fleet.wait_for_job(job["job_id"], timeout_s=60, check=True)
     assert (status["succeeded"], status["failed"]) == (1, 1)
-    after = s3_client.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
+    after = fleet.s3.head_object(Bucket=out_bucket, Key="o/a.png")["Metadata"]
     assert after["cutout-source-key"] == "p/a.jpg"
 
 
-def test_invalid_options_enqueue_nothing_and_exit_2(fleet, s3_client, new_bucket, cutout_bin, redis_url):  # type: ignore[no-untyped-def]
-    import redis
+def test_invalid_options_enqueue_nothing_and_exit_2(fleet: Fleet) -> None:
+    # Given a prefix with a photo
+    bucket = fleet.new_bucket("in")
+    fleet.upload(bucket, "p/", {"a.png": sample_catalog()["shoes/coffee.png"]})
+    jobs_before = fleet.redis.zcard("cf:jobs")
 
-    env, _ = fleet
-    bucket = new_bucket("in")
-    _upload(s3_client, bucket, "p/", {"a.png": sample_catalog()["shoes/coffee.png"]})
-    client = redis.Redis.from_url(redis_url)
-    jobs_before = client.zcard("cf:jobs")
+    # When it is enqueued with each kind of invalid option, then each call exits 2 with an error
     for bad in (
         ["--background", "#12345"],
         ["--sensitivity", "1.5"],
@@ -181,10 +123,10 @@ def test_invalid_options_enqueue_nothing_and_exit_2(fleet, s3_client, new_bucket
         ["--model", "no-such-model"],
         ["--format", "gif"],
     ):
-        result = run_cli(
-            cutout_bin, env, "enqueue", f"s3://{bucket}/p/", "--out", f"s3://{bucket}/o", *bad, check=False
-        )
+        result = fleet.cli("enqueue", f"s3://{bucket}/p/", "--out", f"s3://{bucket}/o", *bad, check=False)
         assert result.returncode == 2, (bad, result.stderr)
         assert "Error" in result.stderr or "cutout:" in result.stderr
-    assert client.zcard("cf:jobs") == jobs_before
-    assert client.llen("cpu") == 0
+
+    # And no job was created and nothing queued
+    assert fleet.redis.zcard("cf:jobs") == jobs_before
+    assert fleet.redis.llen(fleet.queue) == 0

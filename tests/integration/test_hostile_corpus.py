@@ -10,19 +10,18 @@ the documented memory bound.
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from celery import Celery
 from PIL import Image
 
 from tests.support.corpus import CORPUS_MAX_PIXELS, Expect, describe, hostile_corpus
-from tests.support.fleet import WorkerProcess, fleet_env, run_cli_json, start_worker
+from tests.support.fleet import Fleet, FleetFactory, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -49,25 +48,10 @@ class CorpusRun:
     status: dict
     lines: list[dict]
     out_bucket: str
+    fleet: Fleet
     worker: WorkerProcess
-    broker_url: str
     pool_peak_rss_bytes: dict[int, int]  # pool process id -> VmHWM
     elapsed_s: float
-
-
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is `pid`, from /proc (psutil is not a dependency)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # the process ended while we looked
-            continue
-        # Field 4 is the parent id; the command name (field 2) may hold spaces, so split after its ')'.
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _peak_rss_bytes(pid: int) -> int:
@@ -78,72 +62,32 @@ def _peak_rss_bytes(pid: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def corpus_run(redis_url, s3_endpoint, s3_client, model_setup, cutout_bin, tmp_path_factory):  # type: ignore[no-untyped-def]
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    model_dir, catalog = model_setup
+def corpus_run(make_fleet: FleetFactory) -> Iterator[CorpusRun]:
     # A queue of its own: no other worker on this Redis can take (and misroute) the corpus's tasks.
-    queue = f"cpu-hostile-{uuid.uuid4().hex[:8]}"
-    env = fleet_env(
-        redis_url=redis_url,
-        s3_endpoint=s3_endpoint,
-        model_dir=model_dir,
-        catalog=catalog,
-        extra={
-            "CUTOUT_WORKER__MODELS": json.dumps([MODEL]),
-            "CUTOUT_LIMITS__MAX_PIXELS": str(CORPUS_MAX_PIXELS),
-            "CUTOUT_WORKER__ITEM_TIME_LIMIT_S": str(ITEM_TIME_LIMIT_S),
-            "CUTOUT_WORKER__INTRA_OP_THREADS": "1",
-            "CUTOUT_QUEUES__CPU": queue,
-        },
-    )
-    corpus = hostile_corpus()
-    src_bucket, out_bucket = f"hostile-in-{queue[-8:]}", f"hostile-out-{queue[-8:]}"
-    s3_client.create_bucket(Bucket=src_bucket)
-    s3_client.create_bucket(Bucket=out_bucket)
-    for key, (data, _) in corpus.items():
-        s3_client.put_object(Bucket=src_bucket, Key=PREFIX + key, Body=data)
+    settings = {
+        "CUTOUT_LIMITS__MAX_PIXELS": str(CORPUS_MAX_PIXELS),
+        "CUTOUT_WORKER__ITEM_TIME_LIMIT_S": str(ITEM_TIME_LIMIT_S),
+        "CUTOUT_QUEUES__CPU": f"cpu-hostile-{uuid.uuid4().hex[:8]}",
+    }
+    with make_fleet(models=[MODEL], **settings) as fleet:
+        corpus = hostile_corpus()
+        src_bucket, out_bucket = fleet.new_bucket("hostile-in"), fleet.new_bucket("hostile-out")
+        fleet.upload(src_bucket, PREFIX, {key: data for key, (data, _) in corpus.items()})
+        worker = fleet.start_worker(concurrency=1)
 
-    worker = start_worker(cutout_bin, env, tmp_path_factory.mktemp("logs"), queue=queue, concurrency=1)
-    try:
         started = time.monotonic()
-        job = run_cli_json(
-            cutout_bin,
-            env,
-            "enqueue",
-            f"s3://{src_bucket}/{PREFIX}",
-            "--out",
-            f"s3://{out_bucket}/{OUT_PREFIX}",
-            "--model",
-            MODEL,
-            "--json",
+        job = fleet.enqueue(
+            f"s3://{src_bucket}/{PREFIX}", "--out", f"s3://{out_bucket}/{OUT_PREFIX}", "--model", MODEL
         )
-        status = run_cli_json(
-            cutout_bin, env, "status", job["job_id"], "--wait", "--json", timeout_s=JOB_WAIT_S
-        )
+        status = fleet.wait_for_job(job["job_id"], timeout_s=JOB_WAIT_S, check=True)
         elapsed_s = time.monotonic() - started
         # Read while the pool is still up: VmHWM is the peak over each process's whole life.
-        pool = _children(worker.proc.pid)
-        peaks = {pid: _peak_rss_bytes(pid) for pid in pool}
+        peaks = {pid: _peak_rss_bytes(pid) for pid in worker.pool_pids()}
+        # The report is written by a finalize task just after the last item.
         report_key = f"{OUT_PREFIX}/_reports/{job['job_id']}.jsonl"
-        body = _wait_for_object(s3_client, out_bucket, report_key)
-        lines = [json.loads(line) for line in body.decode().splitlines() if line]
-        yield CorpusRun(corpus, job, status, lines, out_bucket, worker, redis_url, peaks, elapsed_s)
-    finally:
-        worker.stop()
-
-
-def _wait_for_object(s3_client, bucket: str, key: str, timeout_s: float = 30) -> bytes:  # type: ignore[no-untyped-def]
-    """The report is written by a finalize task just after the last item: poll for it briefly."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except s3_client.exceptions.NoSuchKey:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+        fleet.wait_for_object(out_bucket, report_key)
+        lines = fleet.read_jsonl(out_bucket, report_key)
+        yield CorpusRun(corpus, job, status, lines, out_bucket, fleet, worker, peaks, elapsed_s)
 
 
 def _expected(run: CorpusRun, outcome: str) -> dict[str, Expect]:
@@ -159,14 +103,16 @@ def _explain(run: CorpusRun, key: str) -> str:
     return f"{key} ({len(data)} bytes, {describe(data)}): {_lines_by_key(run).get(key)}"
 
 
-def test_the_job_accepts_every_image_key_and_ignores_only_the_non_image_extension(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_job_accepts_every_image_key_and_ignores_only_the_non_image_extension(
+    corpus_run: CorpusRun,
+) -> None:
     ignored = _expected(corpus_run, "ignored")
 
     assert corpus_run.job["ignored"] == len(ignored) >= 1
     assert corpus_run.job["total"] == len(corpus_run.corpus) - len(ignored)
 
 
-def test_the_job_ends_with_every_item_accounted_for(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_job_ends_with_every_item_accounted_for(corpus_run: CorpusRun) -> None:
     status = corpus_run.status
 
     assert status["state"] == "done", status
@@ -175,25 +121,24 @@ def test_the_job_ends_with_every_item_accounted_for(corpus_run) -> None:  # type
     assert status["queued"] == 0, status
 
 
-def test_every_image_key_has_exactly_one_report_line(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_every_image_key_has_exactly_one_report_line(corpus_run: CorpusRun) -> None:
     keys = [line["key"] for line in corpus_run.lines]
     enqueued = set(_expected(corpus_run, "succeeded")) | set(_expected(corpus_run, "failed"))
 
     assert sorted(keys) == sorted(enqueued)
 
 
-def test_each_good_file_succeeded_with_a_png_cutout_of_its_upright_size(corpus_run, s3_client) -> None:  # type: ignore[no-untyped-def]
+def test_each_good_file_succeeded_with_a_png_cutout_of_its_upright_size(corpus_run: CorpusRun) -> None:
     lines = _lines_by_key(corpus_run)
     for key, expect in _expected(corpus_run, "succeeded").items():
         line = lines[key]
         assert line["status"] == "succeeded", _explain(corpus_run, key)
-        body = s3_client.get_object(Bucket=corpus_run.out_bucket, Key=line["output_key"])["Body"].read()
-        cutout = Image.open(io.BytesIO(body))
+        cutout = Image.open(io.BytesIO(corpus_run.fleet.read(corpus_run.out_bucket, line["output_key"])))
         assert (cutout.format, cutout.mode) == ("PNG", "RGBA"), key
         assert cutout.size == expect.size_wh, _explain(corpus_run, key)
 
 
-def test_each_bad_file_failed_alone_with_its_code_and_a_message_naming_it(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_each_bad_file_failed_alone_with_its_code_and_a_message_naming_it(corpus_run: CorpusRun) -> None:
     lines = _lines_by_key(corpus_run)
     for key, expect in _expected(corpus_run, "failed").items():
         line = lines[key]
@@ -202,33 +147,28 @@ def test_each_bad_file_failed_alone_with_its_code_and_a_message_naming_it(corpus
         assert key in line["error"], _explain(corpus_run, key)
 
 
-def test_no_item_came_near_its_time_limit(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_no_item_came_near_its_time_limit(corpus_run: CorpusRun) -> None:
     for line in corpus_run.lines:
         assert line.get("error_code") != "timeout", line
         assert sum(line.get("timings_ms", {}).values()) < ITEM_TIME_LIMIT_S * 1000 / 2, line
     assert corpus_run.elapsed_s < JOB_WAIT_S
 
 
-def test_the_worker_is_alive_and_answers_a_ping_afterwards(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_is_alive_and_answers_a_ping_afterwards(corpus_run: CorpusRun) -> None:
     worker = corpus_run.worker
-    app = Celery(broker=corpus_run.broker_url)
-    try:
-        replies = app.control.ping(destination=[worker.hostname], timeout=5)
-    finally:
-        app.close()
 
     assert worker.proc.poll() is None, worker.log()
-    assert replies and worker.hostname in replies[0], replies
+    assert worker.answers_ping(timeout_s=5), worker.log()
 
 
-def test_the_worker_log_shows_no_crash_lost_process_or_escaped_error(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_worker_log_shows_no_crash_lost_process_or_escaped_error(corpus_run: CorpusRun) -> None:
     log = corpus_run.worker.log()
 
     for sign in CRASH_SIGNS:
         assert sign not in log, f"{sign!r} in the worker log:\n{log[-4000:]}"
 
 
-def test_the_pool_process_peak_memory_stays_under_the_documented_bound(corpus_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_pool_process_peak_memory_stays_under_the_documented_bound(corpus_run: CorpusRun) -> None:
     peaks = corpus_run.pool_peak_rss_bytes
 
     assert len(peaks) == 1, f"expected one pool process (concurrency 1), found {peaks}"

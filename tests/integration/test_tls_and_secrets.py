@@ -30,6 +30,7 @@ from celery import Celery
 from cutout_fleet.config.settings import S3Settings, Settings, load_settings
 from cutout_fleet.connections import celery_broker_options, redis_client
 from cutout_fleet.errors import ConfigError
+from tests.support.servers import free_port
 from tests.support.tls import CertFiles, make_test_ca
 
 pytestmark = pytest.mark.integration
@@ -45,12 +46,6 @@ CERT_HOST, OTHER_HOST = "127.0.0.1", "127.0.0.2"
 START_TIMEOUT_S = 30.0
 # A refusal (bad password, untrusted certificate) must not wait out the retry backoff (~8-15 s).
 REFUSAL_WITHIN_S = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:

@@ -1,7 +1,9 @@
-"""Local servers for tests and benchmarks: a free loopback port, moto_server (S3 over HTTP)."""
+"""Local servers for tests and benchmarks: a free loopback port, moto_server (S3 over HTTP), fresh buckets."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import subprocess
 import sys
@@ -10,8 +12,10 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 MOTO_START_TIMEOUT_S = 30.0
+_bucket_numbers = itertools.count(1)
 
 
 def free_port() -> int:
@@ -49,3 +53,10 @@ def moto_server(log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def create_bucket(s3: Any, label: str = "b") -> str:
+    """Create a fresh, empty bucket with a name unique in this test session; return its name."""
+    name = f"{label}-{os.getpid()}-{next(_bucket_numbers)}"
+    s3.create_bucket(Bucket=name)
+    return name

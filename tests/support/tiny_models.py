@@ -35,10 +35,11 @@ TINY_MODELS = ("tiny-u2netp", "tiny-birefnet")
 # milliseconds per image, so "mid-job" and "mid-task" are deterministic in lifecycle and fault tests.
 SLOW_MODEL = "tiny-slow"
 SLOW_MATMULS = 120
-# 25 times slower (~7 s an image): longer than the short hard time limit the poison test sets, so the
-# pool child is killed inside onnxruntime every time, as a real hanging input would have it.
+# The u2netp contract around an ONNX Loop that never ends (trip count INT64 max, condition always true):
+# onnxruntime spins inside one run() call until the process is killed, so the pool child always meets the
+# hard time limit, however fast the machine (a long but finite model once beat the limit on a fast run).
 HANG_MODEL = "tiny-hang"
-HANG_MATMULS = 3000
+HANG_TRIPS = int(np.iinfo(np.int64).max)
 CATALOG_FILE = "tiny-catalog.toml"
 
 OPSET = 17
@@ -129,9 +130,17 @@ def model_bytes(name: str) -> bytes:
         "tiny-u2netp": _build_u2netp,
         "tiny-birefnet": _build_birefnet,
         SLOW_MODEL: lambda spec: _build_slow(spec, SLOW_MATMULS),
-        HANG_MODEL: lambda spec: _build_slow(spec, HANG_MATMULS),
+        HANG_MODEL: lambda spec: _build_spin(spec, HANG_TRIPS),
     }
-    model = builders[name](builtin_spec(CONTRACT_SOURCES[name]))
+    return _serialise(builders[name](builtin_spec(CONTRACT_SOURCES[name])))
+
+
+def spin_model_bytes(trips: int) -> bytes:
+    """tiny-hang's graph with a loop of `trips` turns: a finite twin that shows what the graph computes."""
+    return _serialise(_build_spin(builtin_spec(CONTRACT_SOURCES[HANG_MODEL]), trips))
+
+
+def _serialise(model: onnx.ModelProto) -> bytes:
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
@@ -172,8 +181,56 @@ def _build_slow(spec: ModelSpec, matmuls: int) -> onnx.ModelProto:
     nodes += [
         helper.make_node("ReduceMean", [f"work{matmuls}"], ["work_mean"], keepdims=0),
         helper.make_node("Mul", ["work_mean", "tiny"], ["nudge"]),
-        helper.make_node("Add", ["logits", "nudge"], ["slow_logits"]),
-        helper.make_node("Sigmoid", ["slow_logits"], ["d0"]),
+    ]
+    return _nudged_u2netp(spec, nodes, initializers)
+
+
+def _build_spin(spec: ModelSpec, trips: int) -> onnx.ModelProto:
+    """tiny-u2netp's mask, nudged by a counter that an ONNX Loop of `trips` turns carries up from the input.
+
+    The loop's result feeds every output and starts from the input's mean, so onnxruntime can neither fold it
+    into a constant nor drop it: each run turns the loop `trips` times (one scalar Add a turn).
+    """
+    width, height = spec.input_size
+    nodes, initializers = _logits_nodes(spec.input_name or "input", width, height)
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["keep_going_in"], ["keep_going_out"]),
+            helper.make_node("Add", ["count_in", "step"], ["count_out"]),
+        ],
+        "spin_body",
+        [
+            helper.make_tensor_value_info("turn", TensorProto.INT64, []),
+            helper.make_tensor_value_info("keep_going_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("count_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("keep_going_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("count_out", TensorProto.FLOAT, []),
+        ],
+        initializer=[numpy_helper.from_array(np.array(1.0, dtype=np.float32), "step")],
+    )
+    initializers += [
+        numpy_helper.from_array(np.array(trips, dtype=np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "keep_going"),
+        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "tiny"),
+    ]
+    nodes += [
+        helper.make_node("ReduceMean", [spec.input_name or "input"], ["count_start"], keepdims=0),
+        helper.make_node("Loop", ["trips", "keep_going", "count_start"], ["count"], body=body),
+        helper.make_node("Mul", ["count", "tiny"], ["nudge"]),
+    ]
+    return _nudged_u2netp(spec, nodes, initializers)
+
+
+def _nudged_u2netp(
+    spec: ModelSpec, nodes: list[onnx.NodeProto], initializers: list[TensorProto]
+) -> onnx.ModelProto:
+    """u2netp's seven outputs from `logits` + `nudge`: the mask of tiny-u2netp, made to wait on the nudge."""
+    width, height = spec.input_size
+    nodes += [
+        helper.make_node("Add", ["logits", "nudge"], ["nudged_logits"]),
+        helper.make_node("Sigmoid", ["nudged_logits"], ["d0"]),
     ]
     outputs = ["d0"]
     for k in range(1, U2NETP_SIDE_OUTPUTS + 1):

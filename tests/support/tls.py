@@ -63,6 +63,26 @@ def _builder(subject: str, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -
     )
 
 
+KEY_USAGES = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
+
+
+def _key_usage(*granted: str) -> x509.KeyUsage:
+    """A KeyUsage extension with only the `granted` usages on."""
+    unknown = set(granted) - set(KEY_USAGES)
+    assert not unknown, f"not key usages: {unknown}"
+    return x509.KeyUsage(**{usage: usage in granted for usage in KEY_USAGES})
+
+
 def _leaf(
     subject: str,
     ca_cert: x509.Certificate,
@@ -76,17 +96,7 @@ def _leaf(
         _builder(subject, ca_cert.subject, key)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("digital_signature", "key_agreement"),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -107,17 +117,7 @@ def make_test_ca(folder: Path, name: str = "cutout-test-ca") -> CertFiles:
         _builder(name, _name(name), ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage("key_cert_sign", "crl_sign"),
             critical=True,
         )
         .sign(ca_key, hashes.SHA256())

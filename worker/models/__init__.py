@@ -1,1 +1,1 @@
-"""Models as data: specs in a catalogue, one runner for all, and the `models pull` downloader."""
+"""Models at run time: one onnxruntime runner for every spec, and the `models pull` downloader."""
