@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
@@ -12,29 +12,16 @@ from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_listing_chunks, output_inside
+from cutout_fleet.producer.publish import CollectingPublisher
 from cutout_fleet.reports import write_report
 from cutout_fleet.state import JobRecord, MemoryJobStore
 from cutout_fleet.storage import Location, StorageOpener
-from cutout_fleet.worker.batch import BatchRuntime, fail_items, fail_remaining, run_batch
+from cutout_fleet.worker.batch import BatchRuntime, fail_items, run_batch
 from cutout_fleet.worker.sessions import SessionPool, check_models_installed
 
 EMBEDDED_QUEUE = "embedded"
 # A local job touches two locations (source and output).
 EMBEDDED_STORAGES_KEPT = 8
-
-
-@dataclass
-class _CollectingPublisher:
-    """Keeps the tasks the producer logic would have queued, to run them here, in order."""
-
-    messages: list[TaskMessage] = field(default_factory=list)
-    completed: list[str] = field(default_factory=list)
-
-    def publish(self, queue: str, messages: Sequence[TaskMessage]) -> None:
-        self.messages.extend(messages)
-
-    def job_complete(self, job_id: str, queue: str) -> None:
-        self.completed.append(job_id)
 
 
 @dataclass(frozen=True)
@@ -59,7 +46,7 @@ def run_embedded(
     """
     store = MemoryJobStore()
     open_storage = StorageOpener(settings.s3, max_kept=EMBEDDED_STORAGES_KEPT)
-    publisher = _CollectingPublisher()
+    publisher = CollectingPublisher()
     runtime = _local_runtime(settings, options.model, store, open_storage, publisher.job_complete)
     request = EnqueueRequest(
         source, out, options, lambda _model: EMBEDDED_QUEUE, settings.items_per_task, job_id
@@ -109,11 +96,7 @@ def _run_here(message: TaskMessage, runtime: BatchRuntime) -> None:
     botocore already retried with backoff, and here there is no queue to come back to later (nor
     a time limit, so nothing is handed back to be sent again).
     """
-    try:
-        result = run_batch(message, runtime, EMBEDDED_QUEUE)
-    except TransientError as exc:
-        fail_remaining(message, runtime, EMBEDDED_QUEUE, exc.code, str(exc))
-        return
+    result = run_batch(message, runtime, EMBEDDED_QUEUE)
     if result.retry:
         error = result.retry_error or TransientError("a passing fault")
         fail_items(message, runtime, EMBEDDED_QUEUE, result.retry, error.code, str(error))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -101,3 +102,17 @@ def producer_app(redis_url: str, broker_options: Mapping[str, Any] | None = None
         **(broker_options or {}),
     )
     return app
+
+
+@dataclass
+class CollectingPublisher:
+    """Keeps the tasks instead of queueing them, in order: embedded mode runs them in this process."""
+
+    messages: list[TaskMessage] = field(default_factory=list)
+    completed: list[str] = field(default_factory=list)
+
+    def publish(self, queue: str, messages: Sequence[TaskMessage]) -> None:
+        self.messages.extend(messages)
+
+    def job_complete(self, job_id: str, queue: str) -> None:
+        self.completed.append(job_id)

@@ -246,11 +246,6 @@ def fail_items(
     return batch.result.recorded
 
 
-def fail_remaining(message: TaskMessage, runtime: BatchRuntime, queue: str, code: str, reason: str) -> int:
-    """Record a failed outcome for every item of the message that has none yet."""
-    return fail_items(message, runtime, queue, list(message.keys), code, reason)
-
-
 def time_out_running(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
     """A soft time limit that fired outside an item (between items, in a store call): the first item
     without an outcome is the one that ran out of time; the others go out again."""

@@ -4,16 +4,15 @@ of one key, are two items, counted and recorded apart, in Redis and in memory al
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import pytest
 
 from cutout_fleet.items import item_id
-from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
+from cutout_fleet.producer.publish import CollectingPublisher
 from cutout_fleet.state import JobSpec, MemoryJobStore, RedisJobStore
 from cutout_fleet.storage import parse_location
 
@@ -105,19 +104,7 @@ def test_attempts_are_counted_per_item(redis_client) -> None:  # type: ignore[no
     assert start.attempt == 1
 
 
-@dataclass
-class _RecordingPublisher:
-    published: list[TaskMessage] = field(default_factory=list)
-    completed: list[str] = field(default_factory=list)
-
-    def publish(self, queue: str, messages: Sequence[TaskMessage]) -> None:
-        self.published.extend(messages)
-
-    def job_complete(self, job_id: str, queue: str) -> None:
-        self.completed.append(job_id)
-
-
-def _enqueue_two_buckets(store: RedisJobStore, publisher: _RecordingPublisher) -> str:
+def _enqueue_two_buckets(store: RedisJobStore, publisher: CollectingPublisher) -> str:
     request = EnqueueRequest(
         source=parse_location("s3://manifests/two-buckets.csv"),
         out=parse_location("s3://out/o"),
@@ -131,13 +118,13 @@ def _enqueue_two_buckets(store: RedisJobStore, publisher: _RecordingPublisher) -
     return enqueue_job(request, store, [chunk], publisher).job_id
 
 
-def _queued_items(publisher: _RecordingPublisher) -> list[str]:
-    return sorted(item_id(m.bucket, key) for m in publisher.published for key in m.keys)
+def _queued_items(publisher: CollectingPublisher) -> list[str]:
+    return sorted(item_id(m.bucket, key) for m in publisher.messages for key in m.keys)
 
 
 def test_a_manifest_naming_one_key_in_two_buckets_queues_both(redis_client) -> None:  # type: ignore[no-untyped-def]
     # Given a manifest chunk that names p/a.png in two buckets
-    store, publisher = RedisJobStore(redis_client, TTL_S), _RecordingPublisher()
+    store, publisher = RedisJobStore(redis_client, TTL_S), CollectingPublisher()
 
     # When it is enqueued
     job_id = _enqueue_two_buckets(store, publisher)
@@ -149,13 +136,13 @@ def test_a_manifest_naming_one_key_in_two_buckets_queues_both(redis_client) -> N
 
 def test_a_manifest_job_with_one_key_in_two_buckets_completes_after_both_outcomes(redis_client) -> None:  # type: ignore[no-untyped-def]
     # Given an enqueued manifest job that names p/a.png in two buckets
-    store, publisher = RedisJobStore(redis_client, TTL_S), _RecordingPublisher()
+    store, publisher = RedisJobStore(redis_client, TTL_S), CollectingPublisher()
     job_id = _enqueue_two_buckets(store, publisher)
 
     # When a worker records an outcome for each queued item
     results = [
         store.record(job_id, Outcome(key, "succeeded", "o/x.png", "u2netp", bucket=m.bucket))
-        for m in publisher.published
+        for m in publisher.messages
         for key in m.keys
     ]
 

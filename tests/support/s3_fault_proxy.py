@@ -13,8 +13,9 @@ must use path-style addressing.  Fault kinds:
   response without a body (PUT, HEAD) is dropped whole: the write happened, the answer was lost.
 
 `permanent_status` maps a fragment of the unquoted path to a fixed answer for every matching
-request: a status (403 AccessDenied, 404 NoSuchKey, ...) or a (status, S3 error code) pair, as a
-wrong IAM policy would give; those answers are counted apart from the random faults.
+request: a status (403 AccessDenied, 404 NoSuchKey, 503 SlowDown, ...) or a (status, S3 error code)
+pair, as a wrong IAM policy or a hot key would give; those answers are counted apart from the random
+faults.  `fail_path` / `heal_path` change them while the proxy runs.
 """
 
 from __future__ import annotations
@@ -161,6 +162,16 @@ class S3FaultProxy:
         suffix = "/" + key
         with self._lock:
             return sum(n for path, n in self._by_path.items() if path.endswith(suffix))
+
+    def fail_path(self, fragment: str, reply: ErrorReply) -> None:
+        """From now on, answer every request whose path contains `fragment` with `reply`."""
+        with self._lock:
+            self.permanent_status[fragment] = reply
+
+    def heal_path(self, fragment: str) -> None:
+        """Stop answering `fragment` with a fixed reply: requests are forwarded again."""
+        with self._lock:
+            self.permanent_status.pop(fragment, None)
 
     def reset_counters(self) -> None:
         with self._lock:
