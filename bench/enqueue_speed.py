@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from cutout_fleet.config.settings import load_settings
+from cutout_fleet.config.settings import WorkerSettings, load_settings
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_manifest_chunks
@@ -52,7 +52,7 @@ def one_run(url: str, manifest: Path, keys: int, items_per_task: int, trace: boo
         job_id="bench",
         mapping="full",
     )
-    publisher = CeleryPublisher(producer_app(url), 300.0)
+    publisher = CeleryPublisher(producer_app(url), WorkerSettings())
     if trace:
         tracemalloc.start()
     start = time.perf_counter()

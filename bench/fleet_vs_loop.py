@@ -555,9 +555,7 @@ def bench(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     stack.callback(store.close)
     app = producer_app(redis_url)
     stack.callback(app.close)
-    fleet = Fleet(
-        settings, store, CeleryPublisher(app, settings.worker.item_time_limit_s), client, worker, route
-    )
+    fleet = Fleet(settings, store, CeleryPublisher(app, settings.worker), client, worker, route)
 
     fleet.run_job(WARMUP_PREFIX, "warmup-out/", expected=1)  # session creation and connections: untimed
     run_loop(session, paths[:1], src_root, tmp / "warmup-out", settings)

@@ -18,25 +18,18 @@ from typing import Any
 import redis
 from celery import Celery
 
+from cutout_fleet.config.settings import WorkerSettings
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
+from cutout_fleet.routing import task_time_limits
 from cutout_fleet.state.redis_keys import ENVELOPE_PROBE_PREFIX, envelope_probe_keys
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
 class CeleryPublisher:
-    def __init__(
-        self,
-        app: Celery,
-        item_time_limit_s: float,
-        hard_limit_grace_s: float = 60.0,
-        *,
-        client: redis.Redis | None = None,
-    ) -> None:
+    def __init__(self, app: Celery, worker: WorkerSettings, *, client: redis.Redis | None = None) -> None:
         self.app = app
-        self.item_time_limit_s = item_time_limit_s
-        # Hard limit = soft limit + this grace, so the soft limit can record a clean "timeout" outcome.
-        self.hard_limit_grace_s = hard_limit_grace_s
+        self.worker = worker  # the time limits a task of N keys gets (routing.task_time_limits)
         self.redis = client if client is not None else redis.Redis.from_url(app.conf.broker_url)
         self._template: dict[str, Any] | None = None
 
@@ -56,7 +49,7 @@ class CeleryPublisher:
         """The Redis list entry for one task: Celery's envelope with this task's fields."""
         template = self._envelope_template()
         task_id = str(uuid.uuid4())
-        soft = self.item_time_limit_s * len(message.keys)
+        limits = task_time_limits(self.worker, len(message.keys))
         summary = (
             f"job {message.job_id}: {len(message.keys)} keys"  # argsrepr: Flower shows it, Redis keeps it
         )
@@ -68,7 +61,7 @@ class CeleryPublisher:
         }
         headers, properties = envelope["headers"], envelope["properties"]
         headers.update(
-            id=task_id, root_id=task_id, timelimit=[soft + self.hard_limit_grace_s, soft], argsrepr=summary
+            id=task_id, root_id=task_id, timelimit=[limits.hard_s, limits.soft_s], argsrepr=summary
         )
         properties.update(
             correlation_id=task_id,

@@ -136,11 +136,9 @@ def publisher(settings: Settings) -> CeleryPublisher:
     from cutout_fleet.connections import celery_broker_options, redis_client
     from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
-    worker = settings.worker
     return CeleryPublisher(
         producer_app(settings.redis_url, celery_broker_options(settings)),
-        worker.item_time_limit_s,
-        worker.hard_limit_grace_s,
+        settings.worker,
         client=redis_client(settings),
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cutout_fleet.config.settings import WorkerSettings
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 from cutout_fleet.state import RedisJobStore
 from tests.support.fleet import Fleet, FleetFactory, sample_catalog
@@ -206,7 +207,7 @@ def test_a_key_that_kills_the_worker_every_time_becomes_poison_and_the_job_compl
 def test_malformed_and_pickled_messages_are_refused_and_never_run(fleet: Fleet, tmp_path: Path) -> None:
     # Given a worker, and a way to push raw entries with Celery's envelope straight onto its queue
     worker = fleet.start_worker(concurrency=1)
-    publisher = CeleryPublisher(producer_app(fleet.redis_url), 60)
+    publisher = CeleryPublisher(producer_app(fleet.redis_url), WorkerSettings(item_time_limit_s=60))
     template = publisher._envelope_template()
     marker = tmp_path / "pwned"
 
@@ -307,7 +308,9 @@ def test_the_producer_rides_out_a_redis_restart_mid_enqueue(
     write_manifest(manifest, keys)
     settings = load_settings(redis_url=redis_server.url)
     store = RedisJobStore(redis_client(settings), 3600)
-    publisher = CeleryPublisher(producer_app(redis_server.url), 60, client=redis_client(settings))
+    publisher = CeleryPublisher(
+        producer_app(redis_server.url), settings.worker, client=redis_client(settings)
+    )
     request = EnqueueRequest(
         source=parse_location("s3://catalog-bucket/m.csv"),
         out=parse_location("s3://cutouts/out"),

@@ -22,6 +22,7 @@ from celery import Celery
 from celery.worker.request import Request
 from kombu import Connection
 
+from cutout_fleet.config.settings import WorkerSettings
 from cutout_fleet.messages import TASK_PROCESS_BATCH, TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
@@ -68,7 +69,11 @@ class Sent:
 @pytest.fixture
 def sent(redis_url: str, redis_client: redis.Redis) -> Iterator[Sent]:
     app = producer_app(redis_url)
-    publisher = CeleryPublisher(app, ITEM_TIME_LIMIT_S, HARD_LIMIT_GRACE_S, client=redis_client)
+    publisher = CeleryPublisher(
+        app,
+        WorkerSettings(item_time_limit_s=ITEM_TIME_LIMIT_S, hard_limit_grace_s=HARD_LIMIT_GRACE_S),
+        client=redis_client,
+    )
     our_queue, celery_queue = (f"envelope-guard-{side}-{uuid.uuid4().hex[:8]}" for side in ("ours", "celery"))
     soft_s = ITEM_TIME_LIMIT_S * len(MESSAGE.keys)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cutout_fleet.config.settings import WorkerSettings
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
@@ -105,7 +106,7 @@ def test_a_task_delivered_twice_counts_each_key_once(fleet: Fleet) -> None:
         options=ImageOptions(model=FAST),
         keys=["in/p00.png", "in/p01.png"],
     )
-    publisher = CeleryPublisher(producer_app(fleet.redis_url), 60)
+    publisher = CeleryPublisher(producer_app(fleet.redis_url), WorkerSettings(item_time_limit_s=60))
     publisher.publish(fleet.queue, [message, message])
     fleet.wait_drained()
 
