@@ -226,6 +226,27 @@ def test_status_watch_json_reports_rate_eta_and_queue_depths(fleet: Fleet) -> No
     assert job["job_id"] in listing
 
 
+def test_a_manifest_naming_one_key_in_two_buckets_finishes_with_both(fleet: Fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Given the same key in two buckets (before item identity, one of them stayed queued forever)
+    one, two, out = fleet.new_bucket("twina"), fleet.new_bucket("twinb"), fleet.new_bucket("twino")
+    photos = _photos(2)
+    fleet.upload(one, "p/", {"a.png": photos["p00.png"]})
+    fleet.upload(two, "p/", {"a.png": photos["p01.png"]})
+    manifest = tmp_path / "twins.jsonl"
+    manifest.write_text("".join(json.dumps({"bucket": b, "key": "p/a.png"}) + "\n" for b in (one, two)))
+
+    # When the manifest is enqueued and a real worker runs it
+    job = fleet.enqueue("--manifest", str(manifest), "--out", f"s3://{out}/o", "--model", FAST)
+    status = fleet.wait_for_job(job["job_id"])
+
+    # Then the job is done with two outcomes, one per bucket, and two outputs
+    assert status["state"] == "done" and status["succeeded"] == 2 and status["total"] == 2
+    outcomes = sorted((o.bucket, o.key, o.status) for o in fleet.store.iter_outcomes(job["job_id"]))
+    assert outcomes == sorted([(one, "p/a.png", "succeeded"), (two, "p/a.png", "succeeded")])
+    keys = {o["Key"] for o in fleet.s3.list_objects_v2(Bucket=out, Prefix="o/")["Contents"]}
+    assert {f"o/{one}/p/a.png", f"o/{two}/p/a.png"} <= keys
+
+
 def test_a_manifest_spanning_buckets_maps_outputs_under_each_bucket(fleet: Fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Given photos in two buckets, and a manifest naming them with one per-key option
     one, two, out = fleet.new_bucket("mfa"), fleet.new_bucket("mfb"), fleet.new_bucket("mfo")
