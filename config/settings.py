@@ -124,8 +124,11 @@ class WorkerSettings(BaseModel):
     transient_retries: Annotated[int, Field(ge=0)] = 8
     retry_backoff_s: Annotated[int, Field(ge=1)] = 2
     retry_backoff_max_s: Annotated[int, Field(ge=1)] = 300
-    # A task not acked within this many seconds is delivered again by Redis: keep it well above
-    # items_per_task * item_time_limit_s, or a slow task runs twice.
+    # A worker process that sent no heartbeat for this long is dead: the items it held are sent again
+    # (by any live worker).  It beats every lease_s / 4.
+    lease_s: Annotated[float, Field(ge=4)] = 60.0
+    # The last backstop: a task not acked within this many seconds is delivered again by Redis.  Keep
+    # it well above items_per_task * item_time_limit_s, or a slow task runs twice.
     visibility_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0
     max_memory_per_child_kb: Annotated[int, Field(ge=0)] = 0

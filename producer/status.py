@@ -8,7 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cutout_fleet.errors import JobNotFound
+from cutout_fleet.recovery import unfinished
 from cutout_fleet.state import JobRecord, JobStore, RedisJobStore
+from cutout_fleet.state.leases import BEATS_PER_LEASE, LeaseBoard
+
+# A holder that missed this many heartbeats is shown as not answering (its lease may not be over yet).
+MISSED_BEATS_SHOWN = 2
+KEYS_SHOWN = 5
 
 
 def job_status(store: JobStore, job_id: str) -> JobRecord:
@@ -69,11 +75,51 @@ class RateMeter:
 
 
 @dataclass(frozen=True)
+class StalledTask:
+    """Items held by a worker process that stopped answering, and when the fleet sends them again."""
+
+    holder: str
+    items: int  # without an outcome
+    keys: list[str]  # the first few
+    silent_s: float  # since its last heartbeat
+    resend_in_s: float  # at the latest (the lease, then the next recovery pass)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "holder": self.holder,
+            "items": self.items,
+            "keys": self.keys,
+            "silent_s": round(self.silent_s),
+            "resend_in_s": round(self.resend_in_s),
+        }
+
+
+def stalled_tasks(store: JobStore, board: LeaseBoard, job_id: str) -> list[StalledTask]:
+    beat_s = board.lease_s / BEATS_PER_LEASE
+    beats, now = board.last_beats(), board.server_time()
+    found = []
+    for task in board.held(job_id):
+        last = beats.get(task.holder, task.since)
+        if now - last < MISSED_BEATS_SHOWN * beat_s:
+            continue
+        message = unfinished(store, task.payload)
+        if message is not None:
+            resend_in_s = max(0.0, last + board.lease_s - now) + beat_s
+            found.append(
+                StalledTask(
+                    task.holder, len(message.keys), message.keys[:KEYS_SHOWN], now - last, resend_in_s
+                )
+            )
+    return found
+
+
+@dataclass(frozen=True)
 class LiveStatus:
     job: JobRecord
     rate_per_min: float | None
     eta_s: float | None
     queue_depths: dict[str, int]
+    stalled: list[StalledTask] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -81,15 +127,21 @@ class LiveStatus:
             "rate_per_min": None if self.rate_per_min is None else round(self.rate_per_min, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s),
             "queue_depths": self.queue_depths,
+            "stalled": [task.as_dict() for task in self.stalled],
         }
 
 
-def live_status(store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter) -> LiveStatus:
+def live_status(
+    store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter, board: LeaseBoard | None = None
+) -> LiveStatus:
     job = job_status(store, job_id)
     rate = meter.rate_per_min(job, time.time())
-    eta = job.queued / rate * 60.0 if rate and job.state == "running" else None
+    stalled = stalled_tasks(store, board, job_id) if board is not None and job.state == "running" else []
+    # Stalled items wait for their lease, not for the fleet's rate: the ETA counts the others.
+    moving = max(job.queued - sum(task.items for task in stalled), 0)
+    eta = moving / rate * 60.0 if rate and job.state == "running" else None
     depths = store.queue_depths(queues)
-    return LiveStatus(job, rate, eta, depths)
+    return LiveStatus(job, rate, eta, depths, stalled)
 
 
 def format_live(status: LiveStatus) -> str:
@@ -106,6 +158,12 @@ def format_live(status: LiveStatus) -> str:
         lines.append(f"  failures by reason: {reasons}")
     if job.stop_reason:
         lines.append(f"  stopped: {job.stop_reason}")
+    for task in status.stalled:
+        keys = ", ".join(task.keys) + (", ..." if task.items > len(task.keys) else "")
+        lines.append(
+            f"  stalled: {task.items} items held by {task.holder}, silent for {_duration(task.silent_s)};"
+            f" sent again within {_duration(task.resend_in_s)} (now: `cutout requeue {job.job_id}`): {keys}"
+        )
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ Failures are per item.  A permanent failure is that item's outcome and its neigh
 transient one (S3 throttled, a write raced) leaves the item without an outcome and in
 `BatchResult.retry`: the task sends only those items again, later.  A soft time limit fails the
 running item as `timeout` and hands the items not yet done to `BatchResult.resend`, because the hard
-limit is only a grace period away.
+limit is only a grace period away; so does a warm shutdown, before the next item starts.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class BatchRuntime:
     sessions: SessionPool
     open_storage: Callable[[str], Storage]  # URI -> Storage, cached per process
     on_job_complete: Callable[[str, str], None]  # (job_id, queue)
+    # True once this worker began a warm shutdown: items not started go back to the queue.
+    draining: Callable[[], bool] = lambda: False
 
 
 @dataclass
@@ -56,7 +58,8 @@ class BatchResult:
     timed_out: int = 0
     retry: list[str] = field(default_factory=list)  # keys to try again later (transient failures)
     retry_error: TransientError | None = None  # the last transient error, for logs and reports
-    resend: list[str] = field(default_factory=list)  # keys not reached before the soft time limit
+    resend: list[str] = field(default_factory=list)  # keys not reached: soft time limit, or shutdown
+    handed_back: int = 0  # of `resend`: items not started because the worker is shutting down
 
 
 @dataclass
@@ -144,6 +147,10 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
     for index, key in enumerate(keys):
         if consecutive_transient >= MAX_CONSECUTIVE_TRANSIENT:
             batch.result.retry.extend(keys[index:])
+            break
+        if runtime.draining():
+            batch.result.resend.extend(keys[index:])
+            batch.result.handed_back = len(keys) - index
             break
         gate = _gate(batch, key, keys[index:])
         if gate is Gate.STOP:

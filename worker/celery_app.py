@@ -22,9 +22,12 @@ from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings, load_settings
 from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import ConfigError
-from cutout_fleet.messages import TASK_FINALIZE_JOB
+from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
+from cutout_fleet.routing import task_time_limits
+from cutout_fleet.worker import drain
 from cutout_fleet.worker.batch import BatchRuntime
-from cutout_fleet.worker.runtime import current_runtime
+from cutout_fleet.worker.membership import Membership
+from cutout_fleet.worker.runtime import current_membership, current_runtime
 from cutout_fleet.worker.sessions import check_models_installed
 
 log = logging.getLogger(__name__)
@@ -85,6 +88,24 @@ def runtime() -> BatchRuntime:
     )
 
 
+def membership() -> Membership:
+    """This process's heartbeat and held tasks (see membership.py)."""
+    return current_membership(worker_settings(), runtime(), send_batch)
+
+
+def send_batch(queue: str, message: TaskMessage, countdown: float | None = None) -> None:
+    """Queue a batch task, with the time limits for its number of items."""
+    limits = task_time_limits(worker_settings().worker, len(message.keys))
+    app.send_task(
+        TASK_PROCESS_BATCH,
+        args=[message.model_dump(mode="json", exclude_defaults=True)],
+        queue=queue,
+        countdown=countdown,
+        soft_time_limit=limits.soft_s,
+        time_limit=limits.hard_s,
+    )
+
+
 @signals.worker_init.connect
 def _check_models(**_: object) -> None:
     """Refuse to start a worker whose models are missing or damaged, with the command to fix it."""
@@ -96,9 +117,22 @@ def _check_models(**_: object) -> None:
         print(f"cutout worker: {exc}", file=sys.stderr, flush=True)
         # Celery logs and swallows exceptions from signal handlers; a hard exit is the only stop.
         os._exit(3)
+    drain.prepare()  # before the pool forks, so every pool process shares the flag
+
+
+@signals.worker_shutting_down.connect
+def _begin_drain(**_: object) -> None:
+    """Warm shutdown: pool processes hand back the items they have not started (see drain.py)."""
+    drain.begin()
 
 
 @signals.worker_process_init.connect
-def _load_models(**_: object) -> None:
-    """Create this process's model sessions after fork, before the first task arrives."""
+def _join_fleet(**_: object) -> None:
+    """After fork, before the first task: create the model sessions and start the heartbeat."""
     runtime().sessions.warm_up()
+    membership().start()
+
+
+@signals.worker_process_shutdown.connect
+def _leave_fleet(**_: object) -> None:
+    membership().stop()

@@ -14,6 +14,7 @@ from typing import Any
 
 import redis.exceptions
 from celery import Task
+from celery.exceptions import Retry
 from celery.utils.time import get_exponential_backoff_interval
 
 from cutout_fleet.errors import TransientError
@@ -28,7 +29,7 @@ from cutout_fleet.messages import (
 from cutout_fleet.reports import write_report
 from cutout_fleet.routing import queue_for_model, task_time_limits
 from cutout_fleet.worker.batch import BatchResult, fail_items, run_batch, time_out_running
-from cutout_fleet.worker.celery_app import app, runtime, worker_settings
+from cutout_fleet.worker.celery_app import app, membership, runtime, send_batch, worker_settings
 from cutout_fleet.worker.interrupts import ItemTimeLimit, TimeLimitExceeded
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,9 @@ REPORT_RETRY_POLICY: dict[str, Any] = {
 }
 
 
-def send_again(message: TaskMessage, keys: list[str], queue: str, countdown: float | None = None) -> None:
+def send_again(message: TaskMessage, keys: list[str], queue: str) -> None:
     """Queue these items of a message as a new task, with time limits for their number."""
-    limits = task_time_limits(worker_settings().worker, len(keys))
-    again = message.model_copy(update={"keys": keys})
-    process_batch.apply_async(
-        args=[again.model_dump(mode="json", exclude_defaults=True)],
-        queue=queue,
-        countdown=countdown,
-        soft_time_limit=limits.soft_s,
-        time_limit=limits.hard_s,
-    )
+    send_batch(queue, message.model_copy(update={"keys": keys}))
 
 
 class BatchTask(Task):
@@ -80,6 +73,7 @@ class BatchTask(Task):
         except InvalidMessage:
             return
         log.warning("task %s hit its hard time limit; sending its %d keys again", task_id, len(message.keys))
+        membership().board.release(task_id)  # its holder is gone; this re-send replaces lease recovery
         send_again(message, list(message.keys), _queue(self, message))
 
 
@@ -100,19 +94,34 @@ def process_batch(self: Task, payload: object) -> dict[str, object]:
         runtime().store.add_rejected(str(self.request.id), str(exc), repr(payload))
         return {"rejected": str(exc)}
     queue = _queue(self, message)
+    task_id = str(self.request.id)
+    # Held while it runs: if this process dies, a live worker sends its unfinished items again.
+    membership().hold(task_id, message.job_id, queue, payload)
+    retrying = False
     try:
-        result = run_batch(message, runtime(), queue)
+        result = _run(message, queue)
+        if result.resend:
+            send_again(message, result.resend, queue)
+        if result.retry:
+            _retry_items(self, message, result, queue)
+    except Retry:
+        retrying = True  # _retry_items holds it again, as waiting for its retry
+        raise
+    finally:
+        if not retrying:
+            membership().release(task_id)
+    return _summary(result)
+
+
+def _run(message: TaskMessage, queue: str) -> BatchResult:
+    try:
+        return run_batch(message, runtime(), queue)
     except ItemTimeLimit:
-        result = time_out_running(message, runtime(), queue)  # fired between items
+        return time_out_running(message, runtime(), queue)  # fired between items
     except REDIS_TRANSIENT as exc:
         # Job state is out of reach, so which items are done is unknown: retry the message whole
         # (recorded items are skipped on the way).
-        result = BatchResult(retry=list(message.keys), retry_error=TransientError(f"Redis: {exc}"))
-    if result.resend:
-        send_again(message, result.resend, queue)
-    if result.retry:
-        _retry_items(self, message, result, queue)
-    return _summary(result)
+        return BatchResult(retry=list(message.keys), retry_error=TransientError(f"Redis: {exc}"))
 
 
 def _hand_back(task: Task, payload: object, exc: NewerMessage) -> dict[str, object]:
@@ -137,8 +146,12 @@ def _retry_items(task: Task, message: TaskMessage, result: BatchResult, queue: s
     )
     limits = task_time_limits(policy, len(result.retry))
     again = message.model_copy(update={"keys": result.retry})
+    args = [again.model_dump(mode="json", exclude_defaults=True)]
+    # Waiting for its retry, the task is held in this worker's memory (an ETA message): keep the lease,
+    # so the items come back if this worker dies meanwhile.
+    membership().hold(str(task.request.id), message.job_id, queue, args[0], waiting=True)
     raise task.retry(
-        args=[again.model_dump(mode="json", exclude_defaults=True)],
+        args=args,
         exc=result.retry_error,
         countdown=countdown,
         soft_time_limit=limits.soft_s,
@@ -155,6 +168,7 @@ def _summary(result: BatchResult) -> dict[str, object]:
         "timed_out": result.timed_out,
         "retry": len(result.retry),
         "sent_again": len(result.resend),
+        "handed_back": result.handed_back,
     }
 
 

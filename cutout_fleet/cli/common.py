@@ -24,6 +24,7 @@ from cutout_fleet.storage import Location, parse_location
 if TYPE_CHECKING:
     from cutout_fleet.producer.publish import CeleryPublisher
     from cutout_fleet.state import RedisJobStore
+    from cutout_fleet.state.leases import LeaseBoard
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -130,6 +131,13 @@ def job_store(settings: Settings) -> RedisJobStore:
     from cutout_fleet.state import RedisJobStore
 
     return RedisJobStore(redis_client(settings), settings.job_ttl_s)
+
+
+def lease_board(settings: Settings) -> LeaseBoard:
+    from cutout_fleet.connections import redis_client
+    from cutout_fleet.state.leases import LeaseBoard
+
+    return LeaseBoard(redis_client(settings), settings.worker.lease_s)
 
 
 def publisher(settings: Settings) -> CeleryPublisher:

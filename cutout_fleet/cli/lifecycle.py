@@ -1,10 +1,10 @@
-"""Commands that change a job's course: cancel, resume, retry."""
+"""Commands that change a job's course: cancel, resume, retry, requeue."""
 
 from __future__ import annotations
 
 import click
 
-from cutout_fleet.cli.common import job_store, publisher, queue_for, reported, settings_or_exit
+from cutout_fleet.cli.common import job_store, lease_board, publisher, queue_for, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
 
 
@@ -52,4 +52,23 @@ def retry(job_id: str) -> None:
     click.echo(
         f"job {job_id}: {result.retried} failed items and {result.republished} held items enqueued again "
         f"(state {result.job.state})"
+    )
+
+
+@cli.command()
+@click.argument("job_id")
+def requeue(job_id: str) -> None:
+    """Send a running job's outstanding items again now (those workers hold or reserved, with no
+    outcome yet), instead of waiting for a dead worker's lease to run out.  Safe at any time."""
+    from cutout_fleet.connections import redis_client
+    from cutout_fleet.producer.requeue import requeue_job
+
+    settings = settings_or_exit()
+    with reported():
+        result = requeue_job(
+            job_store(settings), lease_board(settings), redis_client(settings), publisher(settings), job_id
+        )
+    click.echo(
+        f"job {job_id}: {result.items} outstanding items sent again in {result.tasks} tasks "
+        f"({result.from_stalled} of them held by workers that stopped answering)"
     )

@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cutout_fleet.cli.common import fail, job_store, reported, settings_or_exit
+from cutout_fleet.cli.common import fail, job_store, lease_board, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
 from cutout_fleet.state import CANCELLED, DONE, RUNNING
 
 if TYPE_CHECKING:
     from cutout_fleet.producer.status import LiveStatus, RateMeter
     from cutout_fleet.state import JobRecord, RedisJobStore
+    from cutout_fleet.state.leases import LeaseBoard
 
 WATCH_REFRESH_S = 2.0
 # `status --wait` / `--watch` exit codes by the state the job ended in (any other state: 1).
@@ -45,11 +46,11 @@ def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -
             store.rebuild_counts(job_id)
         job = job_status(store, job_id)
         if watch:
-            job = _watch(store, job_id, queues, meter, settings.status_poll_s, as_json)
+            job = _watch(store, lease_board(settings), job_id, queues, meter, settings.status_poll_s, as_json)
         else:
             if wait and job.state == RUNNING:
                 job = _wait_with_progress_bar(store, job, settings.status_poll_s)
-            _echo_live(live_status(store, job_id, queues, meter), as_json)
+            _echo_live(live_status(store, job_id, queues, meter, lease_board(settings)), as_json)
     sys.exit(EXIT_BY_STATE.get(job.state, 1) if (wait or watch) else 0)
 
 
@@ -60,13 +61,19 @@ def _echo_live(live: LiveStatus, as_json: bool) -> None:
 
 
 def _watch(
-    store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter, poll_s: float, as_json: bool
+    store: RedisJobStore,
+    board: LeaseBoard,
+    job_id: str,
+    queues: list[str],
+    meter: RateMeter,
+    poll_s: float,
+    as_json: bool,
 ) -> JobRecord:
     """Print the live status until the job leaves `running` (a fresh screen each time on a terminal)."""
     from cutout_fleet.producer.status import live_status
 
     while True:
-        live = live_status(store, job_id, queues, meter)
+        live = live_status(store, job_id, queues, meter, board)
         if not as_json and sys.stdout.isatty():
             click.clear()
         _echo_live(live, as_json)

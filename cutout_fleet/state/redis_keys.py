@@ -16,6 +16,15 @@ FAIL_PREFIX = "fail:"  # job hash fields counting failures by error code (the Lu
 RATE_SAMPLES = 200
 RATE_TTL_S = 7 * 24 * 3600
 
+# Leases (dead-worker recovery): who is alive, and which tasks each holds.
+WORKERS_KEY = f"{KEY_PREFIX}:workers"  # zset holder id -> last heartbeat (Redis server time, seconds)
+HELD_KEY = f"{KEY_PREFIX}:held"  # hash task id -> HeldTask JSON (holder, job, queue, payload, since)
+MAINTENANCE_LOCK = f"{KEY_PREFIX}:maintenance"  # one recovery pass at a time, fleet-wide
+
+# kombu's Redis transport (not ours; read by `cutout requeue`): delivery tag -> [message, exchange,
+# routing key] for every message a worker has reserved and not acked yet.
+KOMBU_UNACKED_KEY = "unacked"
+
 ENVELOPE_PROBE_PREFIX = f"{KEY_PREFIX}:envelope-probe:"  # scratch queue for reading Celery's envelope
 DRY_RUN_JOB_PREFIX = "dryrun-"  # job id of a dry run's scratch claims, deleted when it ends
 

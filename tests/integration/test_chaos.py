@@ -4,7 +4,6 @@ once, every output must be a valid image, and each test proves the fault really 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import pickle
 import threading
@@ -14,11 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from cutout_fleet.config.settings import WorkerSettings
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 from cutout_fleet.state import RedisJobStore
+from tests.support.chaos import (
+    SLOW,
+    assert_exactly_once,
+    enqueue_prefix,
+    in_flight,
+    job_in_flight,
+    upload_photos,
+)
 from tests.support.fleet import Fleet, FleetFactory, sample_catalog
 from tests.support.processes import RedisServer, wait_for
 from tests.support.s3_fault_proxy import S3FaultProxy
@@ -26,8 +32,6 @@ from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-SLOW = "tiny-slow"  # ~0.3 s per image: "mid-task" is a window we can hit on purpose
-IMAGES = 16
 # Every chaos fleet: two keys a task, and a visibility timeout short enough that a dead worker's task
 # comes back within the test.
 CHAOS_SETTINGS = {"CUTOUT_ITEMS_PER_TASK": "2", "CUTOUT_WORKER__VISIBILITY_TIMEOUT_S": "6"}
@@ -53,77 +57,33 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def _photos(fleet: Fleet, bucket: str) -> list[str]:
-    catalog = list(sample_catalog().values())
-    files = {f"p{i:02d}.png": catalog[i % len(catalog)] for i in range(IMAGES)}
-    return list(fleet.upload(bucket, "in/", files))
-
-
-def _enqueue_prefix(fleet: Fleet, bucket: str, model: str = SLOW, **env: str) -> str:
-    job = fleet.enqueue(
-        f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", model, env=fleet.env(**env)
-    )
-    return str(job["job_id"])
-
-
-def _assert_exactly_once(fleet: Fleet, bucket: str, job_id: str, keys: list[str]) -> None:
-    store = fleet.store
-    job = store.get(job_id)
-    assert job is not None and job.state == "done", job
-    outcomes = {o.key: o for o in store.iter_outcomes(job_id)}
-    assert set(outcomes) == set(keys)  # every key, once (the outcomes hash holds one entry per key)
-    assert job.finished == job.total == len(keys)  # and the counters agree with the per-key state
-    for key, outcome in outcomes.items():
-        if outcome.status == "failed":
-            assert outcome.error_code and outcome.error, outcome
-            continue
-        image = Image.open(io.BytesIO(fleet.read(bucket, outcome.output_key)))
-        image.load()  # a valid, complete PNG
-        assert image.format == "PNG" and image.mode == "RGBA", key
-    before = job.counts()
-    assert store.rebuild_counts(job_id)
-    assert store.get(job_id).counts() == before  # the counters are exactly what per-key state says
-
-
-def _in_flight(store: RedisJobStore, job_id: str, since: dict[str, int] | None = None) -> bool:
-    """Some item began an attempt (after the `since` counts, if given) and has no outcome yet."""
-    since = since or {}
-    return any(
-        n > since.get(item, 0) and not store.is_recorded(job_id, item)
-        for item, n in store.attempts(job_id).items()
-    )
-
-
 def test_killing_pool_children_mid_task_loses_and_duplicates_nothing(fleet: Fleet) -> None:
     # Given a job of slow items on one worker
     worker = fleet.start_worker(concurrency=1)
     bucket = fleet.new_bucket("kill")
-    keys = _photos(fleet, bucket)
-    job_id = _enqueue_prefix(fleet, bucket)
+    keys = upload_photos(fleet, bucket)
+    job_id = enqueue_prefix(fleet, bucket)
     store = fleet.store
 
     # When its pool process is SIGKILLed mid-item, three times, each time in an attempt begun after the
     # last kill (the replaced pool took the work up again)
     kills, since = 0, {}
     for _ in range(KILL_ROUNDS):
-        fleet.wait_until(lambda since=since: _in_flight(store, job_id, since), 60, lambda: "a new attempt")
+        fleet.wait_until(lambda since=since: in_flight(store, job_id, since), 60, lambda: "a new attempt")
         since = store.attempts(job_id)
         kills += worker.kill_pool()
     fleet.wait_for_state(job_id, "done", JOB_DONE_S)
 
     # Then every key ended exactly once, and the kills really landed mid-key
     assert kills >= KILL_ROUNDS
-    _assert_exactly_once(fleet, bucket, job_id, keys)
+    assert_exactly_once(fleet, bucket, job_id, keys)
     assert max(store.attempts(job_id).values()) >= 2
 
 
-def test_a_whole_worker_killed_mid_job_has_its_tasks_finished_by_another(fleet: Fleet) -> None:
-    # Given a job of slow items, in flight on one worker
-    bucket = fleet.new_bucket("dead")
-    keys = _photos(fleet, bucket)
-    first = fleet.start_worker(concurrency=1)
-    job_id = _enqueue_prefix(fleet, bucket)
-    fleet.wait_until(lambda: _in_flight(fleet.store, job_id), 60, lambda: "an item in flight")
+def test_the_visibility_timeout_backstop_redelivers_a_dead_workers_task(fleet: Fleet) -> None:
+    # Given a job of slow items in flight on one worker, and a visibility timeout (6 s) far shorter
+    # than the lease (test_dead_workers.py covers the lease with the production defaults)
+    bucket, keys, first, job_id = job_in_flight(fleet, "dead")
 
     # When the whole worker dies at once: main process and pool, no warm shutdown, no requeue by Celery
     first.kill()
@@ -134,7 +94,7 @@ def test_a_whole_worker_killed_mid_job_has_its_tasks_finished_by_another(fleet: 
     # Then another worker finishes the job, every key exactly once
     fleet.start_worker(concurrency=1)
     fleet.wait_for_state(job_id, "done", JOB_DONE_S)
-    _assert_exactly_once(fleet, bucket, job_id, keys)
+    assert_exactly_once(fleet, bucket, job_id, keys)
 
 
 def test_a_redis_restart_mid_job_loses_no_queued_task_or_job_state(
@@ -144,8 +104,8 @@ def test_a_redis_restart_mid_job_loses_no_queued_task_or_job_state(
         # Given a job of slow items under way on a Redis with AOF on, work still queued
         fleet.start_worker(concurrency=1)
         bucket = fleet.new_bucket("aof")
-        keys = _photos(fleet, bucket)
-        job_id = _enqueue_prefix(fleet, bucket)
+        keys = upload_photos(fleet, bucket)
+        job_id = enqueue_prefix(fleet, bucket)
         fleet.wait_until(lambda: fleet.store.get(job_id).finished >= 2, 60, lambda: "two items finished")
         assert fleet.redis.llen(fleet.queue) > 0  # the restart really happens with work still queued
 
@@ -156,7 +116,7 @@ def test_a_redis_restart_mid_job_loses_no_queued_task_or_job_state(
 
         # Then the job completes with every key exactly once
         fleet.wait_for_state(job_id, "done", 240)
-        _assert_exactly_once(fleet, bucket, job_id, keys)
+        assert_exactly_once(fleet, bucket, job_id, keys)
 
 
 def test_a_key_that_kills_the_worker_every_time_becomes_poison_and_the_job_completes(
@@ -273,15 +233,15 @@ def test_a_job_through_a_faulty_s3_completes_with_every_key_once(
     ):
         # Given a worker that sees S3 only through the proxy: throttling, 5xx, resets and cut-off answers
         bucket = fleet.new_bucket("faulty")
-        keys = _photos(fleet, bucket)
+        keys = upload_photos(fleet, bucket)
         fleet.start_worker(concurrency=1, env=fleet.env(CUTOUT_S3__ENDPOINT_URL=proxy.url))
 
         # When a job runs (the producer lists S3 directly)
-        job_id = _enqueue_prefix(fleet, bucket, "tiny-u2netp")
+        job_id = enqueue_prefix(fleet, bucket, "tiny-u2netp")
         fleet.wait_for_state(job_id, "done", JOB_DONE_S)
 
         # Then every key ended exactly once, all of them succeeded, and the faults really hit mid-work
-        _assert_exactly_once(fleet, bucket, job_id, keys)
+        assert_exactly_once(fleet, bucket, job_id, keys)
         outcomes = list(fleet.store.iter_outcomes(job_id))
         assert all(o.status == "succeeded" for o in outcomes), [
             o for o in outcomes if o.status != "succeeded"

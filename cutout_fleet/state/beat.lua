@@ -1,0 +1,6 @@
+-- A heartbeat: the holder is alive now.  Server time, so machines with skewed clocks agree.
+-- KEYS: workers zset.  ARGV: holder id.  Returns the server time (seconds).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return tostring(now)
