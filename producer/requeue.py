@@ -71,7 +71,8 @@ def requeue_job(
         raise JobStateConflict(f"job {job_id} is {job.state}; only a running job has items to requeue")
     result = RequeueResult(job_id)
     stalled = {task.task_id for task in board.stalled(job_id)}
-    sources = [(task.queue, task.payload, task.task_id in stalled) for task in board.held(job_id)]
+    held = list(board.held(job_id))
+    sources = [(task.queue, task.payload, task.task_id in stalled) for task in held]
     sources += [(queue, payload, False) for queue, payload in reserved_payloads(client, job_id)]
     sent: set[str] = set()  # item ids: a running task is both held and reserved
     for queue, payload, from_stalled in sources:
@@ -83,8 +84,9 @@ def requeue_job(
         result.tasks += 1
         result.from_stalled += len(message.keys) if from_stalled else 0
         result.queues.add(queue)
-    for task_id in stalled:
-        board.release(task_id)  # sent now: the fleet's own recovery need not send them again
+    for task in held:
+        # Its items are on the queue again: the lease need not send them a second time if it dies.
+        board.release(task.task_id, task.holder)
     return result
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,18 @@ def _wait_released(fleet: Fleet, task_ids: set[str], started: float) -> float:
     return time.monotonic() - started
 
 
+def _wait_stalled_in_status(fleet: Fleet, job_id: str) -> dict[str, Any]:
+    """`cutout status JOB --json` until it names a stalled task (after two missed heartbeats)."""
+    found: list[dict[str, Any]] = []
+
+    def shown() -> bool:
+        found[:] = fleet.cli_json("status", job_id, "--json")["stalled"]
+        return bool(found)
+
+    fleet.wait_until(shown, RECOVERY_WAIT_S, lambda: "cutout status to show a stalled task")
+    return found[0]
+
+
 def test_a_whole_worker_killed_mid_job_has_its_items_back_within_a_lease(fleet: Fleet) -> None:
     # Given a job in flight on one worker, with the production visibility timeout (hours)
     bucket, keys, first, job_id = chaos.job_in_flight(fleet, "sigkill")
@@ -89,6 +102,7 @@ def test_a_frozen_worker_is_taken_over_and_its_late_result_duplicates_nothing(fl
         os.kill(pid, signal.SIGSTOP)
     try:
         fleet.start_worker(concurrency=1)
+        stalled = _wait_stalled_in_status(fleet, job_id)
         recovered_s = _wait_released(fleet, held, stopped_at)
         fleet.wait_for_state(job_id, "done", JOB_DONE_S)
     finally:
@@ -96,6 +110,8 @@ def test_a_frozen_worker_is_taken_over_and_its_late_result_duplicates_nothing(fl
             os.kill(pid, signal.SIGCONT)
     fleet.wait_drained()  # the woken worker finished its task (its late results landed, or not)
     print(f"\nSIGSTOP: the frozen worker's items were sent again {recovered_s:.1f} s after it froze")
+    # (and meanwhile `cutout status` named them, with the time they would come back)
+    assert stalled["items"] >= 1 and 0 <= stalled["resend_in_s"] <= LEASE_S
 
     # Then every item counted once, and each output was written exactly once
     chaos.assert_exactly_once(fleet, bucket, job_id, keys)
@@ -134,3 +150,23 @@ def test_a_warm_shutdown_hands_back_the_items_it_has_not_started(make_fleet: Fle
         fleet.start_worker(concurrency=1)
         fleet.wait_for_state(job_id, "done", JOB_DONE_S)
         chaos.assert_exactly_once(fleet, bucket, job_id, keys)
+
+
+def test_requeue_sends_a_dead_workers_items_at_once(fleet: Fleet) -> None:
+    # Given a job whose only worker died mid-task (its lease has a minute to run)
+    bucket, keys, first, job_id = chaos.job_in_flight(fleet, "requeue")
+    first.kill()
+
+    # When an operator who cannot wait requeues the job, and a worker is there to take it
+    killed_at = time.monotonic()
+    output = fleet.cli("requeue", job_id).stdout
+    fleet.start_worker(concurrency=1)
+    fleet.wait_for_state(job_id, "done", JOB_DONE_S)
+    print(
+        f"\nrequeue: the job finished {time.monotonic() - killed_at:.1f} s after the kill ({output.strip()})"
+    )
+
+    # Then the dead worker's items ran again, each counted once
+    assert "outstanding items sent again" in output
+    chaos.assert_exactly_once(fleet, bucket, job_id, keys)
+    assert not _held_task_ids(fleet, job_id)  # nothing left for the lease to send a second time
