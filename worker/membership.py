@@ -31,7 +31,10 @@ class Membership:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.board.beat(self.holder)  # before the first task: a holder with no beat counts as dead
+        try:
+            self.board.beat(self.holder)  # before the first task: a holder with no beat counts as dead
+        except redis.exceptions.RedisError as exc:
+            log.warning("first heartbeat failed (the thread keeps trying): %s", exc)
         self._thread = threading.Thread(target=self._run, name="cutout-heartbeat", daemon=True)
         self._thread.start()
 

@@ -6,6 +6,7 @@ model is a stand-in, and one storage wrapper injects faults for chosen keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,10 @@ def a_job(store: MemoryJobStore, source: Path, out: Path) -> TaskMessage:
 
 
 def a_runtime(
-    store: MemoryJobStore, predictor: CentrePredictor, source: FaultySource | None = None
+    store: MemoryJobStore,
+    predictor: CentrePredictor,
+    source: FaultySource | None = None,
+    draining: Callable[[], bool] = lambda: False,
 ) -> BatchRuntime:
     settings = Settings()
 
@@ -108,6 +112,7 @@ def a_runtime(
         sessions=Sessions(predictor),  # type: ignore[arg-type]
         open_storage=storage_for,
         on_job_complete=lambda job_id, queue: None,
+        draining=draining,
     )
 
 
@@ -211,3 +216,17 @@ def test_a_message_with_fields_a_newer_producer_added_runs_on_todays_worker(
     # Then every item is processed, as if the unknown fields were not there
     assert result.recorded == 3
     assert statuses(store) == dict.fromkeys(KEYS, "succeeded")
+
+
+def test_a_warm_shutdown_hands_back_the_items_not_yet_started(folders: tuple[Path, Path]) -> None:
+    # Given a worker that begins its warm shutdown while the first item of a task runs
+    store = MemoryJobStore()
+    message = a_job(store, *folders)
+    predictor = CentrePredictor()
+
+    # When the task runs
+    result = run_batch(message, a_runtime(store, predictor, draining=lambda: predictor.calls >= 1), "cpu")
+
+    # Then the running item finished, and the two not started are handed back to be sent again
+    assert statuses(store) == {"a.png": "succeeded"}
+    assert result.resend == ["b.png", "c.png"] and result.handed_back == 2
