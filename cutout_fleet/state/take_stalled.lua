@@ -1,6 +1,8 @@
 -- Take the tasks of holders whose last heartbeat is older than the lease (or that never beat),
 -- and forget those holders: one atomic step, so two recovery passes never take the same task.
 -- KEYS: workers zset, held hash.  ARGV: lease seconds.  Returns the taken entries (JSON).
+-- Redis 5 and 6 need effects replication before a write that follows TIME (7 always does it).
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) + tonumber(t[2]) / 1e6 - tonumber(ARGV[1])
 local taken = {}
