@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     Field,
     FilePath,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -104,6 +105,36 @@ class GuardSettings(BaseModel):
     max_failure_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
+def http_url_problem(url: str) -> str | None:
+    """Why `url` cannot receive a notice (only http and https URLs with a host can), else None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "only http:// and https:// URLs can receive notices"
+    return None if parts.hostname else "the URL has no host"
+
+
+class NotifySettings(BaseModel):
+    """The completion notice (docs/commands.md): a signed POST when a job finishes."""
+
+    url: str | None = None  # the default for jobs that name none; empty: no notice
+    secret: SecretStr | None = None  # the HMAC-SHA256 key; required wherever a notice is sent
+    # Tries in all, backoff_s * 2**n apart (capped); each request waits timeout_s for an answer.
+    attempts: Annotated[int, Field(ge=1, le=10)] = 4
+    backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _signed_http_url(self) -> NotifySettings:
+        if self.url and (problem := http_url_problem(self.url)):
+            raise ValueError(f"url: {problem}")
+        if self.url and self.secret is None:
+            raise ValueError(
+                "url is set without secret; set CUTOUT_NOTIFY__SECRET (notices are always signed)"
+            )
+        return self
+
+
 class WorkerSettings(BaseModel):
     concurrency: Annotated[int, Field(ge=1)] = 1
     # 0 lets onnxruntime use every core; with concurrency > 1 set this to cores / concurrency.
@@ -135,6 +166,24 @@ class WorkerSettings(BaseModel):
     loglevel: str = "INFO"
 
 
+class FlowerSettings(BaseModel):
+    """`cutout flower`: where it listens and its basic-auth login.  It refuses to start without both."""
+
+    # The loopback by default: Flower's /metrics and /healthcheck answer without auth on any address.
+    address: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5555
+    username: str | None = None
+    password: SecretStr | None = None
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, value: str | None) -> str | None:
+        # Basic auth sends "user:password": a colon in the user name would split it wrongly.
+        if value is not None and ":" in value:
+            raise ValueError("must not contain ':'")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything an operator can set.  See README.md, "Settings"."""
 
@@ -159,6 +208,8 @@ class Settings(BaseSettings):
     limits: ImageLimits = Field(default_factory=ImageLimits)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
     job_ttl_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     status_poll_s: Annotated[float, Field(gt=0)] = 0.5
 
@@ -246,3 +297,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
+    except UnicodeDecodeError as exc:  # a secrets or .env file that is not UTF-8 text
+        raise ConfigError(f"a settings file (secrets directory or .env) is not UTF-8 text: {exc}") from exc

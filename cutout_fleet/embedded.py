@@ -9,6 +9,7 @@ from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import TransientError
 from cutout_fleet.messages import TaskMessage
+from cutout_fleet.notify import notify_job
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.enqueue import EnqueueRequest, enqueue_job
 from cutout_fleet.producer.listing import iter_listing_chunks, output_inside
@@ -39,10 +40,12 @@ def run_embedded(
     job_id: str | None = None,
     on_total: Callable[[int], None] | None = None,
     on_item: Callable[[int], None] | None = None,
+    notify_url: str | None = None,
 ) -> EmbeddedResult:
     """List SOURCE, process every image into OUT, write OUT/_reports/JOB.*; returns the job record.
 
     `on_total` hears the number of images once they are listed; `on_item` hears each finished batch.
+    The completion notice goes to `notify_url`, else CUTOUT_NOTIFY__URL, when either is set.
     """
     store = MemoryJobStore()
     open_storage = StorageOpener(settings.s3, max_kept=EMBEDDED_STORAGES_KEPT)
@@ -62,6 +65,8 @@ def run_embedded(
         if on_item:
             on_item(len(message.keys))
     report_key = write_report(store, open_storage(out.uri), job_id) if publisher.completed else None
+    if report_key:
+        notify_job(store, job_id, settings.notify, notify_url)
     job = store.get(job_id)
     assert job is not None  # a memory store forgets nothing
     return EmbeddedResult(job, report_key)

@@ -7,6 +7,8 @@ An output is up to date when both match the source as it is now and the options 
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 from cutout_fleet.storage import Storage
 
 META_SOURCE_ETAG = "cutout-source-etag"
@@ -14,15 +16,32 @@ META_SOURCE_KEY = "cutout-source-key"
 META_MODEL = "cutout-model"
 META_OPTIONS_HASH = "cutout-options-hash"
 
+# S3 user metadata travels in HTTP headers, so it must be printable ASCII, and a header loses leading and
+# trailing spaces.  One encoding for every value: the percent-encoding of its UTF-8 bytes (RFC 3986, as
+# in URLs), keeping letters, digits and this punctuation as they are; `%`, the space, control characters
+# and all non-ASCII become `%XX`.  ETags, model names and options hashes are therefore unchanged.
+METADATA_SAFE = "!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def encode_metadata_value(value: str) -> str:
+    """`value` as it is stored in S3 user metadata: see METADATA_SAFE."""
+    return quote(value, safe=METADATA_SAFE)
+
+
+def decode_metadata_value(stored: str) -> str:
+    """The value `encode_metadata_value` wrote (`chelsea-%C3%BC.png` -> `chelsea-ü.png`)."""
+    return unquote(stored, errors="strict")
+
 
 def output_metadata(source_etag: str, source_key: str, model: str, options_hash: str) -> dict[str, str]:
-    """The metadata written with an output (S3 metadata is ASCII: other keys are escaped)."""
-    return {
+    """The metadata written with an output, every value encoded by `encode_metadata_value`."""
+    values = {
         META_SOURCE_ETAG: source_etag,
-        META_SOURCE_KEY: source_key if source_key.isascii() else source_key.encode("unicode_escape").decode(),
+        META_SOURCE_KEY: source_key,
         META_MODEL: model,
         META_OPTIONS_HASH: options_hash,
     }
+    return {name: encode_metadata_value(value) for name, value in values.items()}
 
 
 def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:
@@ -30,8 +49,8 @@ def output_matches(existing: dict[str, str] | None, source_etag: str | None, opt
     return (
         existing is not None
         and bool(source_etag)
-        and existing.get(META_OPTIONS_HASH) == options_hash
-        and existing.get(META_SOURCE_ETAG) == source_etag
+        and existing.get(META_OPTIONS_HASH) == encode_metadata_value(options_hash)
+        and existing.get(META_SOURCE_ETAG) == encode_metadata_value(source_etag or "")
     )
 
 
@@ -49,7 +68,7 @@ def up_to_date(
     one request (the output's HEAD, made by the caller), not two.  A caller that listed the source
     already knows its ETag and passes it.
     """
-    if not existing or existing.get(META_OPTIONS_HASH) != options_hash:
+    if not existing or existing.get(META_OPTIONS_HASH) != encode_metadata_value(options_hash):
         return False
     if source_etag is None:
         source_etag = (source.head_metadata(key) or {}).get("etag")

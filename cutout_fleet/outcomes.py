@@ -28,6 +28,9 @@ class Outcome:
     version: str | None = None
     # Only options that differ from the job's (per-key manifest options), so `retry` can rebuild the task.
     options: dict[str, object] | None = None
+    # False on a failed item whose `output_key` this job never wrote (an older output may still be there);
+    # None (left out of the JSON) otherwise.
+    output_written: bool | None = None
 
     @property
     def item_id(self) -> str:
@@ -46,4 +49,6 @@ class Outcome:
 def failed(
     key: str, output_key: str | None, model: str, code: str, message: str, **context: object
 ) -> Outcome:
+    """A failed item: when it names an output key, that output was not written."""
+    context.setdefault("output_written", False if output_key else None)
     return Outcome(key, "failed", output_key, model, error_code=code, error=message, **context)  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ class DryRunReport:
     live_processes: int | None = None
     estimated_s: float | None = None
     estimate_note: str = ""
+    warnings: list[str] = field(default_factory=list)  # what the fleet check found (a queue with no worker)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

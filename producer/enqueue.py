@@ -34,6 +34,7 @@ class EnqueueRequest:
     mapping: KeyMapping = "relative"
     force: bool = False
     guard: FailureGuard = field(default_factory=FailureGuard)
+    notify_url: str | None = None  # the completion notice's URL (cutout_fleet.notify)
 
     @cached_property
     def options_json(self) -> str:
@@ -162,6 +163,7 @@ def enqueue_job(
             force=request.force,
             mapping=request.mapping,
             guard=request.guard,
+            notify_url=request.notify_url,
         )
     )
     result = EnqueueResult(job_id=job_id)

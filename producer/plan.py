@@ -2,11 +2,14 @@
 
 `plan_job` applies the rules a fleet job follows (S3 in and out, a valid job id, which output-key
 mapping, a manifest validated whole) and returns the `EnqueueRequest` with its stream of items, ready
-for `enqueue_job` or `dry_run`.  The CLI calls it; a library user can too.
+for `enqueue_job` or `dry_run`.  It refuses jobs that cannot work: outputs written over the sources, no
+image at all, an output bucket the producer cannot write.  `check_fleet` then refuses a model that no
+live worker of its queue has.  The CLI calls them; a library user can too.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,13 +18,14 @@ from functools import partial
 from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.connections import celery_broker_options
-from cutout_fleet.errors import InvalidOptions
-from cutout_fleet.keys import KeyMapping
+from cutout_fleet.errors import AccessDenied, InvalidOptions, SourceMissing
+from cutout_fleet.keys import REPORTS_DIR, KeyMapping, join_key
 from cutout_fleet.messages import JOB_ID_PATTERN
+from cutout_fleet.notify import check_notify_url
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.dryrun import DryRunReport, dry_run
 from cutout_fleet.producer.enqueue import EnqueueRequest
-from cutout_fleet.producer.fleet import live_worker_processes
+from cutout_fleet.producer.fleet import QueueFleet, queue_fleet
 from cutout_fleet.producer.listing import (
     KeyFilter,
     ListingChunk,
@@ -32,15 +36,24 @@ from cutout_fleet.producer.listing import (
 from cutout_fleet.producer.manifest import ManifestFormat, iter_manifest, scan_manifest
 from cutout_fleet.routing import queue_for_model
 from cutout_fleet.state import FailureGuard, RedisJobStore
-from cutout_fleet.storage import Location, StorageOpener, parse_location
+from cutout_fleet.storage import Location, S3Storage, StorageOpener, parse_location
 
 QueueFor = Callable[[str], str]  # model name -> the queue its workers consume
+# Written and deleted under OUT before a job exists: proves the output bucket exists and takes reports.
+PROBE_NAME = ".cutout-probe"
 
 
 class InvalidJobRequest(InvalidOptions):
     """The arguments cannot make a fleet job (local folders, a bad job id); the message says what to give."""
 
     code = "invalid_job_request"
+
+
+class JobRefused(InvalidOptions):
+    """The arguments are well formed but the job cannot work (no image, no writable output, no worker
+    with its model); the message says why and what to do."""
+
+    code = "job_refused"
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,15 @@ class JobPlan:
     request: EnqueueRequest
     chunks: Iterator[ListingChunk]
     open_storage: StorageOpener
+    models: tuple[str, ...]  # every model the job uses: the job's and a manifest's per-key ones
+
+
+@dataclass(frozen=True)
+class FleetCheck:
+    """What the live fleet says about a planned job: its queue's pool processes and any warnings."""
+
+    processes: int
+    warnings: tuple[str, ...]
 
 
 def plan_job(
@@ -70,6 +92,8 @@ def plan_job(
     exclude: Sequence[str] = (),
     job_id: str | None = None,
     force: bool = False,
+    allow_empty: bool = False,
+    notify_url: str | None = None,
     queue_for: QueueFor | None = None,
     open_storage: StorageOpener | None = None,
 ) -> JobPlan:
@@ -77,18 +101,25 @@ def plan_job(
 
     SOURCE is an `s3://BUCKET/PREFIX` location or a `Manifest`; OUT must be on S3. `include` and
     `exclude` are globs on the key below the prefix (the whole key for a manifest). Raises
-    InvalidJobRequest for arguments no fleet job can have, and the storage's or the manifest's
-    errors (a wrong bucket, a bad line) before any job exists.
+    InvalidJobRequest for arguments no fleet job can have, JobRefused for a job that cannot work
+    (no image unless `allow_empty`, an output bucket that is missing or not writable), and the
+    storage's or the manifest's errors (a wrong bucket, a bad line) before any job exists.
     """
     check_job_arguments(source, out, job_id)
+    notify = check_notify_url(notify_url) if notify_url else settings.notify.url
     route = queue_for or partial(queue_for_model, settings)
     opener = open_storage or StorageOpener(settings.s3)
+    models: tuple[str, ...] = (options.model,)
     if isinstance(source, Manifest):
         location = parse_location(source.location)
-        mapping, chunks = _manifest_items(source, out, include, exclude, route, opener)
+        mapping, chunks, listed = _manifest_items(source, out, include, exclude, route, opener)
+        models = tuple(sorted({options.model, *listed}))
     else:
         location, mapping = source, "relative"
         chunks = _listing_items(source, out, KeyFilter(tuple(include), tuple(exclude), source.prefix), opener)
+    if not allow_empty:
+        chunks = _with_an_image(chunks, location, bool(include or exclude))
+    probe_output(out, opener)
     request = EnqueueRequest(
         source=location,
         out=out,
@@ -99,18 +130,71 @@ def plan_job(
         mapping=mapping,
         force=force,
         guard=FailureGuard(settings.guard.min_items, settings.guard.max_failure_ratio),
+        notify_url=notify,
     )
-    return JobPlan(request, chunks, opener)
+    return JobPlan(request, chunks, opener, models)
 
 
-def dry_run_plan(settings: Settings, plan: JobPlan, store: RedisJobStore) -> DryRunReport:
+def dry_run_plan(
+    settings: Settings, plan: JobPlan, store: RedisJobStore, fleet: FleetCheck | None = None
+) -> DryRunReport:
     """What enqueueing `plan` would do, enqueueing nothing: collisions, outputs already up to date, and
-    an estimate from the fleet's recorded per-item times and the worker processes that answer now."""
-    request = plan.request
-    queue = request.queue_for(request.options.model)
-    processes = live_worker_processes(settings.redis_url, queue, celery_broker_options(settings))
+    an estimate from the fleet's recorded per-item times and the worker processes that answer now.
+    Raises JobRefused, as enqueueing would, when no live worker has the job's model."""
+    fleet = fleet or check_fleet(settings, plan)
     catalog = load_catalog(settings)
-    return dry_run(request, plan.chunks, store, plan.open_storage, catalog, live_processes=processes)
+    report = dry_run(
+        plan.request, plan.chunks, store, plan.open_storage, catalog, live_processes=fleet.processes
+    )
+    report.warnings = list(fleet.warnings)
+    return report
+
+
+def check_fleet(settings: Settings, plan: JobPlan) -> FleetCheck:
+    """Refuse a model that the live workers of its queue do not have; only warn when no worker of that
+    queue answers (a fleet that scales to zero still takes jobs)."""
+    options = celery_broker_options(settings)
+    fleets: dict[str, QueueFleet] = {}
+    warnings: list[str] = []
+    for model in plan.models:
+        queue = plan.request.queue_for(model)
+        if queue not in fleets:
+            fleets[queue] = queue_fleet(settings.redis_url, queue, options)
+        fleet = fleets[queue]
+        if not fleet.may_serve(model):
+            have = ", ".join(fleet.models()) or "none"
+            raise JobRefused(
+                f"model {model!r}: none of the {len(fleet.workers)} live workers on queue {queue!r} has it "
+                f"installed (they have: {have}); install it on a worker (`cutout models pull {model}`, add "
+                "it to CUTOUT_WORKER__MODELS, restart) or choose another --model"
+            )
+        if not fleet.workers and not fleet.unknown:
+            warnings.append(
+                f"no live worker serves queue {queue!r}: the job waits until a worker with model "
+                f"{model!r} starts"
+            )
+    main_queue = plan.request.queue_for(plan.request.options.model)
+    return FleetCheck(fleets[main_queue].processes, tuple(warnings))
+
+
+def probe_output(out: Location, open_storage: StorageOpener) -> None:
+    """Write and delete `OUT/_reports/.cutout-probe`: the output bucket exists and this producer can write
+    reports there.  It proves nothing about the workers' credentials for the outputs themselves."""
+    storage = open_storage(out.uri)
+    if not isinstance(storage, S3Storage):
+        return
+    key = join_key(out.prefix, f"{REPORTS_DIR}/{PROBE_NAME}")
+    try:
+        storage.probe_write(key)
+    except SourceMissing as exc:
+        raise JobRefused(
+            f"--out {out.uri}: the bucket {out.bucket!r} does not exist; create it or fix --out"
+        ) from exc
+    except AccessDenied as exc:
+        raise JobRefused(
+            f"--out {out.uri}: this producer cannot write there ({exc}); the output bucket must allow "
+            f"s3:PutObject under {join_key(out.prefix, REPORTS_DIR)}/ (check the bucket and the IAM policy)"
+        ) from exc
 
 
 def check_job_arguments(source: Location | Manifest, out: Location, job_id: str | None) -> None:
@@ -121,6 +205,33 @@ def check_job_arguments(source: Location | Manifest, out: Location, job_id: str 
         )
     if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
         raise InvalidJobRequest(f"--job-id {job_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    if isinstance(source, Location) and _same_place(source, out):
+        raise InvalidJobRequest(
+            f"--out {out.uri} is the source prefix itself: outputs and reports would land among the "
+            "sources (and a PNG could replace its own source); give --out another prefix, such as "
+            f"s3://{out.bucket}/cutouts, or a folder below the source"
+        )
+
+
+def _same_place(source: Location, out: Location) -> bool:
+    """Same bucket and the same prefix, folder slashes aside (`in`, `in/` and `/in/` are one place)."""
+    return (source.bucket, source.prefix.strip("/")) == (out.bucket, out.prefix.strip("/"))
+
+
+def _with_an_image(chunks: Iterator[ListingChunk], where: Location, filtered: bool) -> Iterator[ListingChunk]:
+    """The same chunks, once one holds an image; JobRefused when none does (read ahead until one does:
+    chunks before it only count ignored keys)."""
+    ahead: list[ListingChunk] = []
+    for chunk in chunks:
+        ahead.append(chunk)
+        if chunk.images:
+            return itertools.chain(ahead, chunks)
+    ignored = sum(chunk.ignored for chunk in ahead)
+    hint = " and --include/--exclude" if filtered else ""
+    raise JobRefused(
+        f"{where.uri}: no image to process ({ignored} other keys ignored; images are jpg jpeg png webp tif "
+        f"tiff bmp gif); check the location{hint}, or pass --allow-empty to create an empty job anyway"
+    )
 
 
 def _listing_items(
@@ -141,18 +252,26 @@ def _manifest_items(
     exclude: Sequence[str],
     queue_for: QueueFor,
     open_storage: StorageOpener,
-) -> tuple[KeyMapping, Iterator[ListingChunk]]:
-    """The key mapping and the chunks of a manifest, read twice: validated whole first, then streamed.
+) -> tuple[KeyMapping, Iterator[ListingChunk], frozenset[str]]:
+    """The key mapping, the chunks and the per-key models of a manifest, read twice: validated whole
+    first, then streamed.
 
     Lines without a bucket take the output's. Keys from several buckets keep their bucket in the
-    output key ("bucket" mapping), so two buckets' `a.jpg` cannot collide; otherwise the full key.
+    output key ("bucket" mapping), so two buckets' `a.jpg` cannot collide; otherwise the full key,
+    which must then not land on the sources themselves (an empty --out prefix in their bucket).
     """
     client = open_storage.s3_client if manifest.location.startswith("s3://") else None
     scan = scan_manifest(manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket)
     for model in scan.models:
         queue_for(model)  # an unknown per-key model fails now, before anything is enqueued
     mapping: KeyMapping = "bucket" if len(scan.buckets) > 1 else "full"
+    if mapping == "full" and not out.prefix.strip("/") and out.bucket in scan.buckets:
+        raise InvalidJobRequest(
+            f"--out {out.uri}: the manifest's keys are in that bucket, and each output keeps its source "
+            "key, so outputs would land among the sources; give --out a prefix (s3://BUCKET/cutouts)"
+        )
     entries = iter_manifest(
         manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket
     )
-    return mapping, iter_manifest_chunks(entries, key_filter=KeyFilter(tuple(include), tuple(exclude)))
+    chunks = iter_manifest_chunks(entries, key_filter=KeyFilter(tuple(include), tuple(exclude)))
+    return mapping, chunks, frozenset(scan.models)

@@ -52,26 +52,48 @@ def format_status(job: JobRecord) -> str:
     return f"job {job.job_id}: {job.state}{total_note} | " + ", ".join(parts)
 
 
+def format_job_line(job: JobRecord) -> str:
+    """One job in `cutout jobs`: its state and counts, then where it reads from and writes to."""
+    return f"{format_status(job)} | {job.source} -> {job.out}"
+
+
 RATE_WINDOW_S = 120.0
+# A rate measured over less time than this is noise (two items that end 10 ms apart are not 12,000/min).
+MIN_RATE_SPAN_S = 2.0
+
+
+@dataclass(frozen=True)
+class Rates:
+    """How fast a job moves.  Only cutouts count as images: failed and skipped items take next to no time,
+    and a job where everything fails would otherwise report thousands of images per minute."""
+
+    images_per_min: float | None  # succeeded items
+    items_per_min: float | None  # every outcome: how fast the queue drains, which is what the ETA needs
 
 
 @dataclass
 class RateMeter:
-    """Images per minute over a sliding window of polls (falls back to the job's average)."""
+    """Rates over a sliding window of polls (falls back to the job's average)."""
 
-    samples: deque[tuple[float, int]] = field(default_factory=deque)
+    samples: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, succeeded, finished)
 
-    def rate_per_min(self, job: JobRecord, now: float) -> float | None:
-        self.samples.append((now, job.finished))
+    def rates(self, job: JobRecord, now: float) -> Rates:
+        self.samples.append((now, job.succeeded, job.finished))
         while self.samples and now - self.samples[0][0] > RATE_WINDOW_S:
             self.samples.popleft()
-        first_t, first_n = self.samples[0]
-        if now - first_t >= 2.0 and job.finished > first_n:
-            return (job.finished - first_n) / (now - first_t) * 60.0
-        if job.first_outcome_at and job.finished:
-            elapsed = (job.finished_at or now) - job.first_outcome_at
-            return job.finished / elapsed * 60.0 if elapsed > 0 else None
-        return None
+        return Rates(self._per_min(job, now, 1, job.succeeded), self._per_min(job, now, 2, job.finished))
+
+    def _per_min(self, job: JobRecord, now: float, column: int, count: int) -> float | None:
+        first = self.samples[0]
+        if now - first[0] >= MIN_RATE_SPAN_S and count > first[column]:
+            return (count - first[column]) / (now - first[0]) * 60.0
+        if not count:
+            return None
+        end = job.finished_at or now
+        start = job.first_outcome_at or job.created_at
+        if end - start < MIN_RATE_SPAN_S:  # the first outcomes came together: time the whole job
+            start = job.created_at
+        return count / (end - start) * 60.0 if end > start else None
 
 
 @dataclass(frozen=True)
@@ -116,15 +138,17 @@ def stalled_tasks(store: JobStore, board: LeaseBoard, job_id: str) -> list[Stall
 @dataclass(frozen=True)
 class LiveStatus:
     job: JobRecord
-    rate_per_min: float | None
+    rate_per_min: float | None  # images cut out (see Rates)
     eta_s: float | None
     queue_depths: dict[str, int]
     stalled: list[StalledTask] = field(default_factory=list)
+    items_per_min: float | None = None  # every outcome, failed and skipped too
 
     def as_dict(self) -> dict[str, object]:
         return {
             **self.job.as_dict(),
             "rate_per_min": None if self.rate_per_min is None else round(self.rate_per_min, 1),
+            "items_per_min": None if self.items_per_min is None else round(self.items_per_min, 1),
             "eta_s": None if self.eta_s is None else round(self.eta_s),
             "queue_depths": self.queue_depths,
             "stalled": [task.as_dict() for task in self.stalled],
@@ -135,19 +159,20 @@ def live_status(
     store: RedisJobStore, job_id: str, queues: list[str], meter: RateMeter, board: LeaseBoard | None = None
 ) -> LiveStatus:
     job = job_status(store, job_id)
-    rate = meter.rate_per_min(job, time.time())
+    rates = meter.rates(job, time.time())
     stalled = stalled_tasks(store, board, job_id) if board is not None and job.state == "running" else []
     # Stalled items wait for their lease, not for the fleet's rate: the ETA counts the others.
     moving = max(job.queued - sum(task.items for task in stalled), 0)
-    eta = moving / rate * 60.0 if rate and job.state == "running" else None
+    drain = rates.items_per_min
+    eta = moving / drain * 60.0 if drain and job.state == "running" else None
     depths = store.queue_depths(queues)
-    return LiveStatus(job, rate, eta, depths, stalled)
+    return LiveStatus(job, rates.images_per_min, eta, depths, stalled, rates.items_per_min)
 
 
 def format_live(status: LiveStatus) -> str:
     job = status.job
     lines = [format_status(job)]
-    rate = "-" if status.rate_per_min is None else f"{status.rate_per_min:.1f} images/min"
+    rate = _rate(status)
     eta = "-" if status.eta_s is None else _duration(status.eta_s)
     depths = ", ".join(f"{q} {n}" for q, n in status.queue_depths.items())
     lines.append(f"  rate {rate} | ETA {eta} | queue depth: {depths}")
@@ -165,6 +190,12 @@ def format_live(status: LiveStatus) -> str:
             f" sent again within {_duration(task.resend_in_s)} (now: `cutout requeue {job.job_id}`): {keys}"
         )
     return "\n".join(lines)
+
+
+def _rate(status: LiveStatus) -> str:
+    if status.rate_per_min is not None:
+        return f"{status.rate_per_min:.1f} images/min"
+    return "- (no image cut out yet)" if status.job.finished else "-"
 
 
 def _duration(seconds: float) -> str:

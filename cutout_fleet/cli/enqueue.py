@@ -38,8 +38,18 @@ if TYPE_CHECKING:
 @click.option("--include", multiple=True, help="Only keys matching this glob (below the prefix); repeatable.")
 @click.option("--exclude", multiple=True, help="Skip keys matching this glob; repeatable.")
 @click.option("--force", is_flag=True, help="Recompute even when an up-to-date output exists.")
+@click.option(
+    "--allow-empty", is_flag=True, help="Create the job even when no key is an image (default: refuse)."
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be enqueued and an estimate; enqueue nothing.")
 @click.option("--job-id", default=None, help="Name the job (letters, digits, . _ -); default: time + random.")
+@click.option(
+    "--notify",
+    "notify_url",
+    default=None,
+    metavar="URL",
+    help="POST a signed completion notice here (http/https) [default: CUTOUT_NOTIFY__URL].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def enqueue(
     source: str | None,
@@ -51,14 +61,21 @@ def enqueue(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     force: bool,
+    allow_empty: bool,
     dry_run: bool,
     job_id: str | None,
+    notify_url: str | None,
     as_json: bool,
     **values: Any,
 ) -> None:
-    """Queue every image under SOURCE (s3://BUCKET/PREFIX), or every line of --manifest, for the workers."""
+    """Queue every image under SOURCE (s3://BUCKET/PREFIX), or every line of --manifest, for the workers.
+
+    Refused (exit 2, nothing enqueued) when the job cannot work: --out is the source prefix, no key is an
+    image (unless --allow-empty), the output bucket is missing or not writable, or live workers serve the
+    model's queue and none has the model.
+    """
     from cutout_fleet.producer.enqueue import enqueue_job
-    from cutout_fleet.producer.plan import InvalidJobRequest, dry_run_plan, plan_job
+    from cutout_fleet.producer.plan import InvalidJobRequest, check_fleet, dry_run_plan, plan_job
 
     settings = settings_or_exit()
     options = build_options(settings, model, fmt, **values)
@@ -67,13 +84,25 @@ def enqueue(
     with reported(JobExists, InvalidOptions):
         try:
             plan = plan_job(
-                settings, src, dst, options, include=include, exclude=exclude, job_id=job_id, force=force
+                settings,
+                src,
+                dst,
+                options,
+                include=include,
+                exclude=exclude,
+                job_id=job_id,
+                force=force,
+                allow_empty=allow_empty,
+                notify_url=notify_url,
             )
         except InvalidJobRequest as exc:
             raise click.UsageError(str(exc)) from exc
+        fleet = check_fleet(settings, plan)
+        for warning in fleet.warnings:
+            click.echo(f"cutout: warning: {warning}", err=True)
         store = job_store(settings)
         if dry_run:
-            _print_dry_run(dry_run_plan(settings, plan, store), as_json)
+            _print_dry_run(dry_run_plan(settings, plan, store, fleet), as_json)
             return
         result = enqueue_job(plan.request, store, plan.chunks, publisher(settings))
     _print_result(result, as_json)

@@ -37,6 +37,7 @@ def new_job_fields(spec: JobSpec) -> dict[FieldT, EncodableT]:
         "guard_min": spec.guard.min_items,
         "guard_ratio": repr(spec.guard.max_failure_ratio),
         **dict.fromkeys(INT_FIELDS, 0),
+        **({"notify_url": spec.notify_url} if spec.notify_url else {}),
     }
 
 
@@ -75,4 +76,9 @@ def job_record(job_id: str, data: dict[str, str]) -> JobRecord:
         succeeded=count("succeeded"),
         failed=count("failed"),
         skipped=count("skipped"),
+        notify_url=data.get("notify_url") or None,
+        notify_status=data.get("notify_status") or None,
+        notify_attempts=count("notify_attempts"),
+        notify_error=data.get("notify_error") or None,
+        notify_at=number("notify_at"),
     )

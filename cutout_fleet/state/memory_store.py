@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from cutout_fleet.errors import JobExists
 from cutout_fleet.outcomes import Outcome
-from cutout_fleet.state.records import DONE, RUNNING, Claim, ItemStart, JobRecord, JobSpec
+from cutout_fleet.state.records import DONE, RUNNING, Claim, ItemStart, JobRecord, JobSpec, Notice
 
 
 class MemoryJobStore:
@@ -39,6 +39,7 @@ class MemoryJobStore:
             time.time(),
             force=spec.force,
             mapping=spec.mapping,
+            notify_url=spec.notify_url,
         )
         self.claims[spec.job_id], self.outcomes[spec.job_id] = {}, {}
 
@@ -119,3 +120,8 @@ class MemoryJobStore:
 
     def set_report(self, job_id: str, report_key: str) -> None:
         self.jobs[job_id].report_key = report_key
+
+    def set_notice(self, job_id: str, notice: Notice) -> None:
+        job = self.jobs[job_id]
+        job.notify_status, job.notify_attempts = notice.status, notice.attempts
+        job.notify_error, job.notify_at = notice.error, notice.at

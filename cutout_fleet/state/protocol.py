@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from cutout_fleet.outcomes import Outcome
-from cutout_fleet.state.records import Claim, ItemStart, JobRecord, JobSpec
+from cutout_fleet.state.records import Claim, ItemStart, JobRecord, JobSpec, Notice
 
 
 class JobStore(Protocol):
@@ -30,3 +30,4 @@ class JobStore(Protocol):
     def park(self, job_id: str, payload: str) -> None: ...
     def iter_outcomes(self, job_id: str) -> Iterator[Outcome]: ...
     def set_report(self, job_id: str, report_key: str) -> None: ...
+    def set_notice(self, job_id: str, notice: Notice) -> None: ...

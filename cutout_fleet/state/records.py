@@ -48,6 +48,17 @@ class JobSpec:
     force: bool = False
     mapping: str = "relative"  # how output keys are made: see keys.map_output_key
     guard: FailureGuard = field(default_factory=FailureGuard)
+    notify_url: str | None = None  # POST a completion notice here (cutout_fleet.notify)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """How a job's completion notice went: delivered or failed, after how many attempts, and why."""
+
+    status: str  # delivered | failed
+    attempts: int
+    error: str | None
+    at: float  # when the last attempt ended
 
 
 @dataclass
@@ -73,6 +84,11 @@ class JobRecord:
     report_key: str | None = None
     stop_reason: str | None = None
     failures_by_code: dict[str, int] = field(default_factory=dict)
+    notify_url: str | None = None
+    notify_status: str | None = None  # delivered | failed; None: not sent (yet)
+    notify_attempts: int = 0
+    notify_error: str | None = None
+    notify_at: float | None = None  # when the last notice attempt ended
 
     @property
     def finished(self) -> int:
@@ -111,4 +127,9 @@ class JobRecord:
             "finished_at": self.finished_at,
             "report_key": self.report_key,
             "stop_reason": self.stop_reason,
+            "notify_url": self.notify_url,
+            "notify_status": self.notify_status,
+            "notify_attempts": self.notify_attempts,
+            "notify_error": self.notify_error,
+            "notify_at": self.notify_at,
         }

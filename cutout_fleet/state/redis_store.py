@@ -15,11 +15,21 @@ import time
 from collections.abc import Iterator, Sequence
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from cutout_fleet.errors import JobExists
 from cutout_fleet.outcomes import Outcome
 from cutout_fleet.state.job_hash import job_record, new_job_fields, text
-from cutout_fleet.state.records import CANCELLED, DONE, RUNNING, Claim, ItemStart, JobRecord, JobSpec
+from cutout_fleet.state.records import (
+    CANCELLED,
+    DONE,
+    RUNNING,
+    Claim,
+    ItemStart,
+    JobRecord,
+    JobSpec,
+    Notice,
+)
 from cutout_fleet.state.redis_keys import (
     JOBS_INDEX,
     RATE_SAMPLES,
@@ -186,6 +196,16 @@ class RedisJobStore:
 
     def set_report(self, job_id: str, report_key: str) -> None:
         self._redis.hset(job_key(job_id), "report_key", report_key)
+
+    def set_notice(self, job_id: str, notice: Notice) -> None:
+        """Record how the job's completion notice went (`cutout status` shows it)."""
+        fields: dict[FieldT, EncodableT] = {
+            "notify_status": notice.status,
+            "notify_attempts": notice.attempts,
+            "notify_error": notice.error or "",
+            "notify_at": repr(notice.at),
+        }
+        self._redis.hset(job_key(job_id), mapping=fields)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def set_state(

@@ -11,7 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cutout_fleet.config.settings import S3Settings
-from cutout_fleet.errors import ImageTooLarge, TransientError
+from cutout_fleet.errors import AccessDenied, ImageTooLarge, SourceMissing, TransientError
 from cutout_fleet.storage.base import ObjectInfo, Storage, StoredObject, WriteCondition, WriteConflict
 from cutout_fleet.storage.location import Location
 from cutout_fleet.storage.s3_errors import http_status, s3_errors, translate_s3_error
@@ -19,6 +19,7 @@ from cutout_fleet.storage.s3_errors import http_status, s3_errors, translate_s3_
 S3Client: TypeAlias = Any  # a boto3 S3 client (boto3 ships no type information)
 
 HTTP_NOT_FOUND = 404
+HTTP_FORBIDDEN = 403
 HTTP_PRECONDITION_FAILED = 412
 
 
@@ -123,3 +124,29 @@ class S3Storage(Storage):
         meta["etag"] = _etag(response)
         meta["size"] = str(response.get("ContentLength", ""))
         return meta
+
+    def probe_write(self, key: str) -> None:
+        """HeadBucket, then PUT and DELETE an empty `key`: the bucket exists and these credentials can write
+        there.  SourceMissing (`bucket_missing`) or AccessDenied otherwise; it proves nothing about other
+        credentials (the workers') or other prefixes."""
+        bucket = self.location.bucket
+        with s3_errors(f"s3://{bucket}"):
+            try:
+                self.client.head_bucket(Bucket=bucket)
+            except ClientError as exc:
+                # HeadBucket has no body, so a missing bucket comes back as a bare 404 ("no such object").
+                if http_status(exc) == HTTP_NOT_FOUND:
+                    raise SourceMissing(
+                        f"s3://{bucket}: the bucket does not exist", code="bucket_missing"
+                    ) from exc
+                if http_status(exc) != HTTP_FORBIDDEN:
+                    raise
+                # HeadBucket needs s3:ListBucket, which a least-privilege producer may not have on the
+                # output bucket: the write below decides (a missing bucket answers it NoSuchBucket).
+        with s3_errors(f"writing {self._uri(key)}"):
+            self.client.put_object(Bucket=bucket, Key=key, Body=b"")
+        try:
+            with s3_errors(f"deleting {self._uri(key)}"):
+                self.client.delete_object(Bucket=bucket, Key=key)
+        except AccessDenied:
+            pass  # a policy that allows PutObject alone: the write was proved, the empty object stays

@@ -138,7 +138,7 @@ def test_retry_after_a_failure_fixes_only_the_failed_item(fleet: Fleet) -> None:
         _lines(fleet, bucket, f"out/_reports/{job['job_id']}.jsonl")["in/broken.jpg"]["status"] == "succeeded"
     )
     csv_rows = fleet.read(bucket, f"out/_reports/{job['job_id']}.csv").decode()
-    assert f"{bucket},in/broken.jpg,,succeeded,,200,out/broken.png" in csv_rows.splitlines()
+    assert f"{bucket},in/broken.jpg,,succeeded,200,,out/broken.png" in csv_rows.splitlines()
 
 
 def test_cancel_mid_job_leaves_no_more_work_done(fleet: Fleet) -> None:
@@ -275,4 +275,4 @@ def test_a_manifest_spanning_buckets_maps_outputs_under_each_bucket(fleet: Fleet
     r, g, b = (int(v) for v in np.asarray(red)[0, 0])
     assert red.mode == "RGB" and r > 240 and g < 20 and b < 20
     csv_rows = fleet.read(out, f"o/_reports/{job['job_id']}.csv").decode()
-    assert f"{two},cat/red+shoe.png,,succeeded,,200," in csv_rows
+    assert f"{two},cat/red+shoe.png,,succeeded,200,," in csv_rows

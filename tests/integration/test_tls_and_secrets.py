@@ -9,7 +9,6 @@ the right reason.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -30,6 +29,7 @@ from celery import Celery
 from cutout_fleet.config.settings import S3Settings, Settings, load_settings
 from cutout_fleet.connections import celery_broker_options, redis_client
 from cutout_fleet.errors import ConfigError
+from tests.support.processes import redis_server_binary
 from tests.support.servers import free_port
 from tests.support.tls import CertFiles, make_test_ca
 
@@ -73,9 +73,9 @@ class TLSRedis:
 @contextmanager
 def tls_redis_server(folder: Path, certs: CertFiles, *, client_certs: bool) -> Iterator[TLSRedis]:
     """redis-server with TLS only (no plain port), a password for the default user and an ACL user."""
-    exe = shutil.which("redis-server")
+    exe = redis_server_binary(tls=True)
     if exe is None:
-        pytest.fail("these tests need redis-server (built with TLS) on PATH")
+        pytest.fail("these tests need a redis-server built with TLS (apt-get install redis-server)")
     port = free_port()
     log = folder / f"redis-{port}.log"
     argv = [

@@ -276,8 +276,11 @@ class Fleet:
     def wait_for_job(
         self, job_id: str, *, timeout_s: float = JOB_WAIT_S, check: bool = False
     ) -> dict[str, Any]:
-        """`cutout status JOB --wait --json`, once the job ended; `check`: it must end done (exit 0)."""
-        result = self.cli("status", job_id, "--wait", "--json", check=check, timeout_s=timeout_s)
+        """`cutout status JOB --wait --json`, once the job ended; `check`: it must end done (exit 0, or 1
+        when some items failed)."""
+        result = self.cli("status", job_id, "--wait", "--json", check=False, timeout_s=timeout_s)
+        if check and result.returncode not in (0, 1):
+            raise AssertionError(f"status {job_id} --wait exited {result.returncode}:\n{result.stderr}")
         try:
             return dict(json.loads(result.stdout))
         except json.JSONDecodeError:

@@ -80,12 +80,27 @@ def test_no_background_gives_rgba_whose_alpha_is_the_mask() -> None:
     np.testing.assert_array_equal(np.asarray(out.getchannel("A")), alpha)
 
 
-def test_no_background_keeps_the_original_colours_even_where_transparent() -> None:
+def test_no_background_leaves_no_colour_where_the_mask_is_0() -> None:
+    # Given a subject whose first pixel is fully transparent
     rgb, alpha = subject_and_alpha()
+    assert rgb.getpixel((0, 0)) != (0, 0, 0), "the fixture must have colour to drop"
 
+    # When it is cut out onto transparency
     out = apply_background(rgb, alpha, None)
 
-    np.testing.assert_array_equal(np.asarray(out.convert("RGB")), np.asarray(rgb))
+    # Then that pixel is transparent black: dropping the alpha channel cannot bring the background back
+    assert out.getpixel((0, 0)) == (0, 0, 0, 0)
+
+
+def test_no_background_keeps_the_original_colours_wherever_the_mask_is_above_0() -> None:
+    # Given a subject with opaque (255) and partly transparent (128) pixels: edges need their colour
+    rgb, alpha = subject_and_alpha()
+
+    # When it is cut out onto transparency
+    out = apply_background(rgb, alpha, None)
+
+    # Then every pixel with alpha above 0 has the source's colour
+    np.testing.assert_array_equal(np.asarray(out.convert("RGB"))[:, 1:], np.asarray(rgb)[:, 1:])
 
 
 @pytest.mark.parametrize("background", [(255, 255, 255), (0, 0, 0), (0x12, 0xAB, 0xEF)])
@@ -173,6 +188,40 @@ def test_webp_keeps_the_alpha_of_an_rgba_image() -> None:
     alpha = np.asarray(decoded.getchannel("A"))
     assert (alpha[:, :8] == 0).all()
     assert (alpha[:, 8:] == 255).all()
+
+
+@pytest.mark.parametrize(("fmt", "lossless"), [("png", False), ("webp", True)], ids=["png", "webp-lossless"])
+def test_lossless_output_of_any_rgba_image_is_black_where_alpha_is_0(fmt: str, lossless: bool) -> None:
+    # Given an RGBA image that still holds colour under alpha 0 (not made by apply_background)
+    pixels = np.asarray(gradient_rgb((16, 8)).convert("RGBA")).copy()
+    pixels[:, :8, 3] = 0
+    pixels[:, 8:12, 3] = 1
+
+    # When it is encoded losslessly
+    data = encode_image(Image.fromarray(pixels), fmt, webp_lossless=lossless)  # type: ignore[arg-type]
+
+    # Then alpha-0 pixels decode to (0, 0, 0, 0) and every other pixel is unchanged
+    expected = pixels.copy()
+    expected[:, :8] = 0
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGBA")), expected)
+
+
+def test_webp_is_lossy_unless_lossless_is_asked_for() -> None:
+    image = gradient_rgb((16, 8)).convert("RGBA")
+    image.putpixel((0, 0), (0, 0, 0, 0))
+
+    lossy, lossless = encode_image(image, "webp"), encode_image(image, "webp", webp_lossless=True)
+
+    assert b"VP8 " in riff_chunk_types(lossy)
+    assert b"VP8L" in riff_chunk_types(lossless)
+
+
+def test_encoding_leaves_the_colour_of_the_callers_image_alone() -> None:
+    image = Image.new("RGBA", (4, 4), (200, 100, 50, 0))
+
+    encode_image(image, "png")
+
+    assert image.getpixel((0, 0)) == (200, 100, 50, 0)
 
 
 def test_webp_quality_trades_size_for_fidelity() -> None:

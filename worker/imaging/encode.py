@@ -1,13 +1,25 @@
-"""Encode the cutout as PNG or WebP with no metadata carried over from the source."""
+"""Encode the cutout as PNG or WebP with no metadata carried over from the source, and no colour left
+where the cutout is fully transparent."""
 
 from __future__ import annotations
 
 import io
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 from PIL import Image
 
+from cutout_fleet.worker.imaging.composite import ALPHA, drop_hidden_colour
+from cutout_fleet.worker.imaging.mask import offset_mask
+
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp"}
+WEBP_METHOD = 4
+# Lossy WebP codes 16x16 macroblocks, so colour from the subject (and codec noise near black) lands in
+# transparent pixels of the same and the next block.  Beyond this reach, in x and in y, a lossy output must
+# decode to (0, 0, 0, 0) where alpha is 0.
+LOSSY_SMEAR_REACH_PX = 16
+# When the requested quality leaves colour beyond that reach, quality 100 is tried, then lossless.
+WEBP_FALLBACK_QUALITY = 100
 
 
 def encode_image(
@@ -15,16 +27,62 @@ def encode_image(
     fmt: Literal["png", "webp"],
     *,
     webp_quality: int = 90,
+    webp_lossless: bool = False,
     png_compress_level: int = 6,
 ) -> bytes:
-    """PNG (lossless) or WebP bytes.  EXIF, XMP, ICC and text chunks are never written."""
-    clean = image.copy()
-    clean.info = {}  # Pillow's PNG writer falls back to image.info for the ICC profile
-    buffer = io.BytesIO()
+    """PNG (lossless) or WebP bytes.  EXIF, XMP, ICC and text chunks are never written.
+
+    Fully transparent pixels are written as (0, 0, 0, 0): exactly in PNG and lossless WebP; in lossy WebP
+    wherever no pixel with alpha above 0 lies within LOSSY_SMEAR_REACH_PX (checked on the encoded bytes).
+    """
+    clean = _without_metadata_or_hidden_colour(image)
     if fmt == "png":
-        clean.save(buffer, "PNG", compress_level=png_compress_level)
-    elif fmt == "webp":
-        clean.save(buffer, "WEBP", quality=webp_quality, method=4)
-    else:
-        raise ValueError(f"unsupported output format {fmt!r}")
+        return _save(clean, "PNG", compress_level=png_compress_level)
+    if fmt == "webp":
+        if webp_lossless:
+            return _lossless_webp(clean)
+        return _lossy_webp(clean, webp_quality)
+    raise ValueError(f"unsupported output format {fmt!r}")
+
+
+def _without_metadata_or_hidden_colour(image: Image.Image) -> Image.Image:
+    is_rgba = image.mode == "RGBA"
+    clean = Image.fromarray(drop_hidden_colour(np.array(image))) if is_rgba else image.copy()
+    clean.info = {}  # Pillow's PNG writer falls back to image.info for the ICC profile
+    return clean
+
+
+def _lossy_webp(image: Image.Image, quality: int) -> bytes:
+    """The requested quality when its output keeps transparent areas clean, else the first that does."""
+    if image.mode != "RGBA":
+        return _save(image, "WEBP", quality=quality, method=WEBP_METHOD, exact=True)
+    for attempt in dict.fromkeys([quality, WEBP_FALLBACK_QUALITY]):
+        # exact=True: otherwise libwebp rewrites the RGB under alpha 0 to whatever compresses best.
+        data = _save(image, "WEBP", quality=attempt, method=WEBP_METHOD, exact=True)
+        if hidden_colour_beyond(_decoded_rgba(data), LOSSY_SMEAR_REACH_PX) == 0:
+            return data
+    return _lossless_webp(image)
+
+
+def _lossless_webp(image: Image.Image) -> bytes:
+    # exact=True: without it libwebp's lossless mode also rewrites the RGB of pixels whose alpha is 0.
+    return _save(image, "WEBP", lossless=True, method=WEBP_METHOD, exact=True)
+
+
+def hidden_colour_beyond(rgba: np.ndarray, reach_px: int) -> int:
+    """How many alpha-0 pixels hold colour with no alpha > 0 pixel within `reach_px` in x and in y."""
+    alpha = rgba[..., ALPHA]
+    near_visible = offset_mask(np.where(alpha > 0, 255, 0).astype(np.uint8), reach_px) > 0
+    coloured = rgba[..., :ALPHA].any(axis=-1)
+    return int(np.count_nonzero(coloured & (alpha == 0) & ~near_visible))
+
+
+def _decoded_rgba(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as decoded:
+        return np.asarray(decoded.convert("RGBA"))
+
+
+def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
     return buffer.getvalue()

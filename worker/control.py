@@ -1,0 +1,51 @@
+"""The worker's answer on Celery's control channel to "what can you run?": its queues and models.
+
+`cutout enqueue` asks every live worker (`producer.fleet`) before it queues a job, and refuses a model
+that the workers serving its queue do not have.  Importing this module registers the command with
+Celery's control panel; `celery_app` imports it so that every worker answers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery.worker.control import inspect_command
+
+from cutout_fleet.catalog import load_catalog
+from cutout_fleet.config.settings import Settings, load_settings
+
+# The command's name on the control channel; the producer sends it (cutout_fleet.producer.fleet).
+FLEET_COMMAND = "cutout_fleet"
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    # Read on the first question, never at import (the worker's start-up check already validated them).
+    return load_settings()
+
+
+def installed_models(settings: Settings) -> list[str]:
+    """The pinned models (checked at start-up) and every other catalogue model whose file is present."""
+    catalog = load_catalog(settings)
+    present = {name for name in catalog.names() if catalog.get(name).path_in(settings.model_dir).is_file()}
+    return sorted(present | set(settings.worker.models))
+
+
+def fleet_reply(settings: Settings, queues: list[str], processes: int) -> dict[str, Any]:
+    """What a worker advertises: the queues it consumes, its models, and its pool processes."""
+    return {
+        "queues": queues,
+        "models": list(settings.worker.models),
+        "installed": installed_models(settings),
+        "processes": processes,
+    }
+
+
+@inspect_command(name=FLEET_COMMAND)  # type: ignore[untyped-decorator]
+def cutout_fleet(state: Any) -> dict[str, Any]:  # celery ships no types: the decorator is untyped
+    """The queues this worker consumes, its configured and installed models, and its pool size."""
+    consumer = state.consumer
+    queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
+    processes = int(getattr(consumer.pool, "limit", 0) or 0) if consumer.pool else 0
+    return fleet_reply(_settings(), queues, processes)
