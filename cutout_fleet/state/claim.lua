@@ -1,7 +1,11 @@
 -- Claim each output key for the item that makes it, and count the job's new items.
--- KEYS: claims hash, job hash.  ARGV: ttl, ignored, then (output key, item id) pairs.
--- Returns {index, owner} for each output already claimed (AGAIN when the owner is the same item).
-local claims, job = KEYS[1], KEYS[2]
+-- KEYS: claims hash, job hash, this call's replay key.  ARGV: ttl, ignored, then (output key, item id)
+-- pairs.  Returns {index, owner} for each output already claimed (AGAIN when the owner is the same item).
+-- A call retried after a dropped reply gets the first call's answer back (the replay key), not AGAIN
+-- for the items it claimed itself: those must still be published.
+local claims, job, replay = KEYS[1], KEYS[2], KEYS[3]
+local saved = redis.call('GET', replay)
+if saved then return cjson.decode(saved) end
 local losers = {}
 local added = 0
 for i = 3, #ARGV, 2 do
@@ -18,4 +22,5 @@ end
 redis.call('HINCRBY', job, 'total', added)
 redis.call('HINCRBY', job, 'ignored', tonumber(ARGV[2]))
 redis.call('EXPIRE', claims, tonumber(ARGV[1]))
+redis.call('SET', replay, cjson.encode(losers), 'EX', 600)
 return losers

@@ -41,6 +41,10 @@ def claims_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}:claims"  # hash output key -> item id of its owner
 
 
+def claim_call_key(job_id: str, call_id: str) -> str:
+    return f"{KEY_PREFIX}:job:{{{job_id}}}:claim-call:{call_id}"  # one claim call's answer, 10 min
+
+
 def attempts_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:job:{{{job_id}}}:attempts"  # hash item id -> times work on it began
 

@@ -11,6 +11,7 @@ States: running -> done | cancelled | stopped (failure guard; `resume` -> runnin
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 
@@ -37,6 +38,7 @@ from cutout_fleet.state.redis_keys import (
     REJECTED_KEEP,
     REJECTED_KEY,
     attempts_key,
+    claim_call_key,
     claims_key,
     dead_key,
     job_key,
@@ -103,8 +105,9 @@ class RedisJobStore:
 
     def delete_job(self, job_id: str) -> None:
         """Remove every key of the job and its index entry (a dry run's scratch job)."""
+        replays = list(self._redis.scan_iter(match=claim_call_key(job_id, "*"), count=1000))
         pipe = self._redis.pipeline()
-        pipe.delete(*job_keys(job_id))
+        pipe.delete(*job_keys(job_id), *replays)
         pipe.zrem(JOBS_INDEX, job_id)
         pipe.execute()
 
@@ -117,7 +120,8 @@ class RedisJobStore:
         args: list[str | int] = [self.ttl_s, ignored]
         for item, out_key in pairs:
             args += [out_key, item]
-        losers = self._scripts.claim(keys=[claims_key(job_id), job_key(job_id)], args=args)
+        call_key = claim_call_key(job_id, secrets.token_hex(8))  # the same on redis-py's retries
+        losers = self._scripts.claim(keys=[claims_key(job_id), job_key(job_id), call_key], args=args)
         results: list[tuple[Claim, str | None]] = [(Claim.NEW, None)] * len(pairs)
         for index, owner_raw in zip(losers[::2], losers[1::2], strict=True):
             i = int(index) - 1

@@ -186,3 +186,21 @@ def test_queue_depths_count_the_messages_waiting_in_each_queue(redis_client) -> 
 
     # Then each queue has its count
     assert depths == {"cpu": 2, "gpu": 0}
+
+
+def test_a_claim_call_retried_after_a_dropped_reply_gets_its_first_answer(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a claim call whose reply was lost (the script ran), sent again by the client's retry
+    from cutout_fleet.state.redis_keys import claim_call_key
+    from cutout_fleet.state.scripts import JobScripts
+
+    store = RedisJobStore(redis_client, 3600)
+    store.create(JobSpec("retried", "s3://b/p/", "s3://o/x", "u2netp", "cpu", {}))
+    script = JobScripts.register(redis_client).claim
+    keys = [claims_key("retried"), job_key("retried"), claim_call_key("retried", "call-1")]
+    args = [3600, 0, "x/a.png", "b/p/a.png"]
+
+    first, again = script(keys=keys, args=args), script(keys=keys, args=args)
+
+    # Then the retry sees the item as newly claimed too (so it is published), and it is counted once
+    assert first == [] and again == []
+    assert store.get("retried").total == 1  # type: ignore[union-attr]
