@@ -12,14 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from functools import lru_cache
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Queue
 
 from cutout_fleet.catalog import load_catalog
-from cutout_fleet.config.settings import Settings, load_settings
+from cutout_fleet.config.settings import Settings
 from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
@@ -28,16 +27,10 @@ from cutout_fleet.worker import control as _control  # noqa: F401  (registers th
 from cutout_fleet.worker import drain
 from cutout_fleet.worker.batch import BatchRuntime
 from cutout_fleet.worker.membership import Membership
-from cutout_fleet.worker.runtime import current_membership, current_runtime
+from cutout_fleet.worker.runtime import current_membership, current_runtime, worker_settings
 from cutout_fleet.worker.sessions import check_models_installed
 
 log = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=1)
-def worker_settings() -> Settings:
-    """The settings, read once per process (environment, .env, secrets directory)."""
-    return load_settings()
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

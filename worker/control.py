@@ -7,22 +7,16 @@ Celery's control panel; `celery_app` imports it so that every worker answers.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from celery.worker.control import inspect_command
 
 from cutout_fleet.catalog import load_catalog
-from cutout_fleet.config.settings import Settings, load_settings
+from cutout_fleet.config.settings import Settings
+from cutout_fleet.worker.runtime import worker_settings
 
 # The command's name on the control channel; the producer sends it (cutout_fleet.producer.fleet).
 FLEET_COMMAND = "cutout_fleet"
-
-
-@lru_cache(maxsize=1)
-def _settings() -> Settings:
-    # Read on the first question, never at import (the worker's start-up check already validated them).
-    return load_settings()
 
 
 def installed_models(settings: Settings) -> list[str]:
@@ -48,4 +42,4 @@ def cutout_fleet(state: Any) -> dict[str, Any]:  # celery ships no types: the de
     consumer = state.consumer
     queues = [q.name for q in consumer.task_consumer.queues] if consumer.task_consumer else []
     processes = int(getattr(consumer.pool, "limit", 0) or 0) if consumer.pool else 0
-    return fleet_reply(_settings(), queues, processes)
+    return fleet_reply(worker_settings(), queues, processes)

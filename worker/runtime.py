@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from functools import lru_cache
 
 from cutout_fleet.catalog import load_catalog
-from cutout_fleet.config.settings import Settings
+from cutout_fleet.config.settings import Settings, load_settings
 from cutout_fleet.connections import redis_client
 from cutout_fleet.recovery import SendTask
 from cutout_fleet.state import RedisJobStore
@@ -25,6 +26,15 @@ from cutout_fleet.worker.sessions import SessionPool
 JobCompleteHook = Callable[[str, str], None]
 
 _runtime: tuple[int, BatchRuntime] | None = None
+
+
+@lru_cache(maxsize=1)
+def worker_settings() -> Settings:
+    """The worker's settings, read once per process (environment, .env, secrets directory), on first
+    use and never at import."""
+    return load_settings()
+
+
 _membership: tuple[int, Membership] | None = None
 
 
