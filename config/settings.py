@@ -1,7 +1,9 @@
 """The one settings class.  Read once at start-up, validated, then passed down.
 
 Every field is set from the environment with the prefix ``CUTOUT_`` and ``__`` between nested
-groups (``CUTOUT_S3__ENDPOINT_URL``), or from a ``.env`` file in the working directory.
+groups (``CUTOUT_S3__ENDPOINT_URL``), or from a ``.env``-style file named by ``CUTOUT_ENV_FILE`` (the
+CLI's ``--env-file``).  A ``.env`` in the working directory is never read on its own: a folder someone else
+can write to must not be able to redirect a command run inside it (to another S3 endpoint, say).
 S3 credentials are deliberately absent: boto3's standard chain (env, profile, IAM role) supplies them.
 
 Secrets can also come from files in a secrets directory: ``$CUTOUT_SECRETS_DIR``, else
@@ -40,6 +42,7 @@ from cutout_fleet.errors import ConfigError
 ENV_PREFIX = "CUTOUT_"
 ENV_NESTED_DELIMITER = "__"
 SECRETS_DIR_ENV = "CUTOUT_SECRETS_DIR"
+ENV_FILE_ENV = "CUTOUT_ENV_FILE"
 DEFAULT_SECRETS_DIR = Path("/run/secrets/cutout")
 REDACTED = "****"
 
@@ -90,9 +93,14 @@ class QueueSettings(BaseModel):
 
 
 class ImageLimits(BaseModel):
-    # 64 Mpx is an 8000x8000 photo: larger than any catalog shot, small enough that the decoded
-    # RGB (192 MB) plus float masks fits comfortably in a worker's memory budget.
+    # 64 Mpx is an 8000x8000 photo: larger than any catalog shot, small enough that its working set
+    # (decoded RGB, alpha and RGBA cutout: ~700 MiB) fits the per-image budget below.
     max_pixels: Annotated[int, Field(ge=1)] = 64_000_000
+    # The memory one image may need on its way through the pipeline, estimated from its header before
+    # decoding (pixels x bytes per pixel, worker/imaging/budget.py: 11 for PNG output, 12 with a source
+    # alpha, +28 for WebP): a bigger one fails as image_too_large instead of getting the worker
+    # OOM-killed.  The default fits max_pixels with PNG output: 64 Mpx x 12 B = 732 MiB, rounded up.
+    max_image_memory_mib: Annotated[int, Field(ge=1)] = 1024
     max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     webp_quality: Annotated[int, Field(ge=1, le=100)] = 90
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = 6
@@ -190,7 +198,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=ENV_NESTED_DELIMITER,
-        env_file=".env",
+        env_file=None,  # only the file `env_file()` names, passed in by `load_settings`
         extra="ignore",
         # A rejected value may be a URL with a password: errors name the variable, never echo the value.
         hide_input_in_errors=True,
@@ -269,6 +277,17 @@ def secrets_dir() -> Path | None:
     return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
 
 
+def env_file() -> Path | None:
+    """The settings file named by $CUTOUT_ENV_FILE (which must be a file), else None."""
+    value = os.environ.get(ENV_FILE_ENV)
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{ENV_FILE_ENV}={value} is not a file; fix the path or unset the variable")
+    return path
+
+
 def redacted_url(url: str) -> str:
     """`url` with its password (in the user part or a ?password= parameter) replaced by ****."""
     parts = urlsplit(url)
@@ -291,11 +310,14 @@ def env_name(loc: tuple[object, ...]) -> str:
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings; a bad value raises ConfigError naming its variable."""
+    """Read and validate the settings (environment, then the file `env_file()` names, then the secrets
+    directory); a bad value raises ConfigError naming its variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=env_file(), **overrides)  # type: ignore[call-arg,arg-type]
     except ValidationError as exc:
         problems = "; ".join(f"{env_name(err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from exc
-    except UnicodeDecodeError as exc:  # a secrets or .env file that is not UTF-8 text
-        raise ConfigError(f"a settings file (secrets directory or .env) is not UTF-8 text: {exc}") from exc
+    except UnicodeDecodeError as exc:  # a secrets or env file that is not UTF-8 text
+        raise ConfigError(
+            f"a settings file (secrets directory or {ENV_FILE_ENV}) is not UTF-8 text: {exc}"
+        ) from exc

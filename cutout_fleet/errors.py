@@ -70,6 +70,11 @@ class TransientError(CutoutError):
     code = "transient_error"
 
 
+class FailedAfterWork(TransientError):
+    """A passing fault after the model ran (writing the output).  Retried, but the attempt counts: a
+    key that fails there on every retry ends as `poison` instead of re-running the model each time."""
+
+
 class UndecodableImage(PermanentError):
     code = "undecodable"
 

@@ -7,8 +7,7 @@ An output is up to date when both match the source as it is now and the options 
 
 from __future__ import annotations
 
-from urllib.parse import quote, unquote
-
+from cutout_fleet.metadata_codec import encode_metadata_value, fit_metadata
 from cutout_fleet.storage import Storage
 
 META_SOURCE_ETAG = "cutout-source-etag"
@@ -16,32 +15,17 @@ META_SOURCE_KEY = "cutout-source-key"
 META_MODEL = "cutout-model"
 META_OPTIONS_HASH = "cutout-options-hash"
 
-# S3 user metadata travels in HTTP headers, so it must be printable ASCII, and a header loses leading and
-# trailing spaces.  One encoding for every value: the percent-encoding of its UTF-8 bytes (RFC 3986, as
-# in URLs), keeping letters, digits and this punctuation as they are; `%`, the space, control characters
-# and all non-ASCII become `%XX`.  ETags, model names and options hashes are therefore unchanged.
-METADATA_SAFE = "!\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"
-
-
-def encode_metadata_value(value: str) -> str:
-    """`value` as it is stored in S3 user metadata: see METADATA_SAFE."""
-    return quote(value, safe=METADATA_SAFE)
-
-
-def decode_metadata_value(stored: str) -> str:
-    """The value `encode_metadata_value` wrote (`chelsea-%C3%BC.png` -> `chelsea-ü.png`)."""
-    return unquote(stored, errors="strict")
-
 
 def output_metadata(source_etag: str, source_key: str, model: str, options_hash: str) -> dict[str, str]:
-    """The metadata written with an output, every value encoded by `encode_metadata_value`."""
+    """The metadata written with an output, in the one encoding of `metadata_codec`.  A source key too
+    long for S3's 2 KB limit is written as `cutout-source-key-sha256`; the report keeps the full key."""
     values = {
         META_SOURCE_ETAG: source_etag,
         META_SOURCE_KEY: source_key,
         META_MODEL: model,
         META_OPTIONS_HASH: options_hash,
     }
-    return {name: encode_metadata_value(value) for name, value in values.items()}
+    return fit_metadata(values, longest=META_SOURCE_KEY)
 
 
 def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:

@@ -53,8 +53,18 @@ def map_output_key(
         rel = key.lstrip("/")
     else:
         rel = f"{bucket}/{key.lstrip('/')}"
-    stem, _ = posixpath.splitext(rel)
+    stem, _ = posixpath.splitext(normal_key_path(rel))
     return join_key(out_prefix, stem + extension)
+
+
+def normal_key_path(key: str) -> str:
+    """`key` without empty or `.` segments: `x//a.png` and `x/./a.png` are `x/a.png`.
+
+    S3 keeps them apart, but a folder (`cutout run --out DIR`, `aws s3 sync`) writes them to one file,
+    so output keys are normalised and such sources collide visibly (`output_collision`) instead of
+    overwriting each other.  `..` stays: as text on S3, refused as a path by `safe_local_path`.
+    """
+    return "/".join(part for part in key.split("/") if part not in ("", "."))
 
 
 def report_keys(out_prefix: str, job_id: str) -> tuple[str, str]:

@@ -12,11 +12,12 @@ How it evolves without stalling a rolling upgrade (old and new workers on one qu
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cutout_fleet.errors import PermanentError, TransientError
+from cutout_fleet.errors import InvalidOptions, PermanentError, TransientError
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.options import ImageOptions
 
@@ -26,8 +27,15 @@ TASK_PROCESS_BATCH = "cutout.process_batch"
 TASK_FINALIZE_JOB = "cutout.finalize_job"
 MAX_ITEMS_PER_TASK = 256
 MAX_KEY_BYTES = 1024  # S3's own limit
-MAX_MESSAGE_BYTES = 512 * 1024
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_MESSAGE_BYTES = 512 * 1024  # a task's payload as `payload_bytes` measures it; larger ones are refused
+# What the producer fills a task up to: the rest is room for what a re-send adds (a parked task carries
+# its defaults), so no message the fleet builds from a task is ever refused for its size.
+TASK_BYTES_BUDGET = MAX_MESSAGE_BYTES - 16 * 1024
+JOB_ID_RULE = "1-64 letters, digits, '.', '_' or '-', beginning with a letter or digit"
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# For pydantic, whose (Rust) regex takes `$` as the end of the text; Python's `re` also lets `$`
+# match before a final newline, so Python code checks with `validate_job_id` (fullmatch) instead.
+JOB_ID_PATTERN = f"^{_JOB_ID.pattern}$"
 
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_BYTES)]
@@ -71,9 +79,29 @@ class TaskMessage(BaseModel):
             key, self.bucket, source_prefix, out_prefix, self.options.extension, self.mapping
         )
 
+    def payload(self) -> dict[str, object]:
+        """The task's argument as queued: JSON data, fields at their defaults left out."""
+        return self.model_dump(mode="json", exclude_defaults=True)
+
+    def with_keys(self, keys: list[str]) -> TaskMessage:
+        """The same task for some of its keys, carrying only their versions."""
+        versions = {key: self.versions[key] for key in keys if key in self.versions} if self.versions else {}
+        return self.model_copy(update={"keys": keys, "versions": versions or None})
+
 
 class InvalidMessage(PermanentError):
     code = "invalid_message"
+
+
+class InvalidJobId(InvalidOptions):
+    code = "invalid_job_id"
+
+
+def validate_job_id(job_id: str) -> str:
+    """`job_id` if it is a valid job id, else InvalidJobId: checked before any job state is written."""
+    if not isinstance(job_id, str) or _JOB_ID.fullmatch(job_id) is None:
+        raise InvalidJobId(f"job id {job_id!r} is not valid: use {JOB_ID_RULE}")
+    return job_id
 
 
 class NewerMessage(TransientError):
@@ -82,10 +110,16 @@ class NewerMessage(TransientError):
     code = "message_too_new"
 
 
+def payload_bytes(payload: object) -> int:
+    """A payload's size as workers measure it: the length of its JSON text as `json.dumps` writes it
+    (ASCII, so `é` counts 6)."""
+    return len(json.dumps(payload))
+
+
 def parse_message(payload: object) -> TaskMessage:
     """Validate a payload from the queue; anything malformed is refused, never executed."""
     try:
-        size = len(json.dumps(payload))
+        size = payload_bytes(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidMessage(f"task payload is not JSON data: {exc}") from exc
     if size > MAX_MESSAGE_BYTES:
@@ -100,3 +134,21 @@ def parse_message(payload: object) -> TaskMessage:
         return TaskMessage.model_validate(payload)
     except ValidationError as exc:
         raise InvalidMessage(f"task payload does not match the schema: {exc.errors()[:3]}") from exc
+
+
+def readable_parts(payload: object) -> list[TaskMessage]:
+    """The job and keys that a refused payload still names, as valid messages, so that a worker can
+    fail those keys instead of leaving their job waiting: no size limit, too many keys split into
+    parts, keys that are not keys left out.  [] when nothing can be read (or `v` is newer)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("keys"), list):
+        return []
+    keys = [key for key in payload["keys"] if isinstance(key, str) and 0 < len(key) <= MAX_KEY_BYTES]
+    parts = []
+    for start in range(0, len(keys), MAX_ITEMS_PER_TASK):
+        try:
+            parts.append(
+                TaskMessage.model_validate({**payload, "keys": keys[start : start + MAX_ITEMS_PER_TASK]})
+            )
+        except ValidationError:
+            return []
+    return parts

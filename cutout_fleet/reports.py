@@ -88,23 +88,41 @@ HTTP_STATUS = {
 CLIENT_ERROR_STATUS = 400  # bad or too large image, invalid options, collision, model cannot run it
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """`cell` as a spreadsheet shows it but never runs it: a leading `'` before a formula start (OWASP)."""
+    return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
+def csv_key(key: str) -> str:
+    """The key URL-encoded, as S3 Batch Operations writes it.  Of the formula starts only `-` survives
+    that encoding; it is written `%2D`, which decodes to the same key (unlike a `'` prefix)."""
+    encoded = quote_plus(key, safe="/")
+    return "%2D" + encoded[1:] if encoded.startswith("-") else encoded
+
+
 def csv_row(outcome: Outcome, job_bucket: str) -> list[str]:
-    """One row in REPORT_SCHEMA's order; the key URL-encoded, as S3 Batch Operations writes it."""
+    """One row in REPORT_SCHEMA's order; the key URL-encoded, as S3 Batch Operations writes it, and no cell
+    a spreadsheet would run (see `spreadsheet_safe`)."""
     ok = outcome.status != "failed"
     status = 200 if ok else HTTP_STATUS.get(outcome.error_code or "", CLIENT_ERROR_STATUS)
     if outcome.status == "skipped":
         message = f"skipped: {outcome.output_key} is up to date"
     else:
         message = outcome.output_key or "" if ok else outcome.error or ""
-    return [
+    row = [
         outcome.bucket or job_bucket,
-        quote_plus(outcome.key, safe="/"),
+        csv_key(outcome.key),
         outcome.version or "",
         "succeeded" if ok else "failed",
         str(status),
         "" if ok else outcome.error_code or "unknown",
         message,
     ]
+    return [spreadsheet_safe(cell) for cell in row]
 
 
 def report_manifest(bucket: str, csv_key: str, csv_md5: str, any_failed: bool, now: float) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from cutout_fleet.items import ItemRef
 from cutout_fleet.keys import KeyMapping, map_output_key
-from cutout_fleet.messages import TaskMessage
+from cutout_fleet.messages import TASK_BYTES_BUDGET, TaskMessage, payload_bytes, validate_job_id
 from cutout_fleet.options import ImageOptions, make_options
 from cutout_fleet.outcomes import Outcome, failed
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
@@ -35,6 +35,12 @@ class EnqueueRequest:
     force: bool = False
     guard: FailureGuard = field(default_factory=FailureGuard)
     notify_url: str | None = None  # the completion notice's URL (cutout_fleet.notify)
+
+    def __post_init__(self) -> None:
+        # Here, so that no caller (`cutout enqueue`, `cutout run`, a library user) creates a job that
+        # its first task message would then refuse.
+        if self.job_id is not None:
+            validate_job_id(self.job_id)
 
     @cached_property
     def options_json(self) -> str:
@@ -84,13 +90,35 @@ def item_output_key(request: EnqueueRequest, item: SourceItem, options: ImageOpt
 
 
 @dataclass
+class _Task:
+    """A task being filled: its items and an upper bound of its payload's size (`payload_bytes`)."""
+
+    items: list[SourceItem]
+    size_bytes: int
+
+
+# `, "versions": {}`: counted with every pinned item, in case it is the task's first.
+_VERSIONS_FIELD_BYTES = 16
+
+
+def _key_bytes(item: SourceItem) -> int:
+    """What one item adds to a task's payload, at most: its key in `keys` (with a separator) and, when
+    pinned, its entry in `versions`."""
+    key = len(json.dumps(item.key))
+    if not item.version:
+        return key + 2
+    return key + 2 + key + len(json.dumps(item.version)) + 4 + _VERSIONS_FIELD_BYTES
+
+
+@dataclass
 class _Batcher:
-    """Fills tasks per (source, options) group so each message stays uniform and full."""
+    """Fills tasks per (source, options) group so each message stays uniform and full: up to
+    `items_per_task` items, and never over TASK_BYTES_BUDGET (long keys make fewer items per task)."""
 
     request: EnqueueRequest
     publisher: Publisher
     result: EnqueueResult
-    pending: dict[tuple[str, str], list[SourceItem]] = field(default_factory=dict)
+    pending: dict[tuple[str, str], _Task] = field(default_factory=dict)
     outbox: dict[str, list[TaskMessage]] = field(default_factory=dict)
     _options: dict[str, ImageOptions] = field(default_factory=dict)
 
@@ -100,9 +128,18 @@ class _Batcher:
         )
         self._options.setdefault(options_json, options)
         group = (item_source_uri(self.request, item), options_json)
-        items = self.pending.setdefault(group, [])
-        items.append(item)
-        if len(items) >= self.request.items_per_task:
+        task = self.pending.get(group)
+        size_bytes = _key_bytes(item)
+        if task is not None and task.size_bytes + size_bytes > TASK_BYTES_BUDGET:
+            self._flush(group)
+            task = None
+        if task is None:
+            # Measured once per task, with its first item: the job-wide fields and that item's options.
+            task = self.pending[group] = _Task([item], payload_bytes(self._message(group, [item]).payload()))
+        else:
+            task.items.append(item)
+            task.size_bytes += size_bytes
+        if len(task.items) >= self.request.items_per_task:
             self._flush(group)
 
     def flush_all(self) -> None:
@@ -115,23 +152,24 @@ class _Batcher:
             self.publisher.publish(queue, messages)
         self.outbox.clear()
 
-    def _flush(self, group: tuple[str, str]) -> None:
-        items = self.pending.pop(group)
+    def _message(self, group: tuple[str, str], items: list[SourceItem]) -> TaskMessage:
         source, options_json = group
-        options = self._options[options_json]
         versions = {item.key: item.version for item in items if item.version}
-        message = TaskMessage(
+        return TaskMessage(
             job_id=self.result.job_id,
             source=source,
             out=self.request.out.uri,
-            options=options,
+            options=self._options[options_json],
             keys=[item.key for item in items],
             mapping=self.request.mapping,
             versions=versions or None,
             force=self.request.force,
             item_options=items[0].options or None,
         )
-        queue = self.request.queue_for(options.model)
+
+    def _flush(self, group: tuple[str, str]) -> None:
+        message = self._message(group, self.pending.pop(group).items)
+        queue = self.request.queue_for(message.options.model)
         self.outbox.setdefault(queue, []).append(message)
         self.result.tasks += 1
         self.result.queues.add(queue)

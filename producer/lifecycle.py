@@ -46,9 +46,14 @@ class ResumeResult:
     republished: int
 
 
-def resume_job(store: RedisJobStore, publisher: Publisher, job_id: str, queue_for: QueueFor) -> ResumeResult:
-    """Continue a stopped job: its held tasks go back on the queue and the failure guard starts afresh."""
+def resume_job(
+    store: RedisJobStore, publisher: Publisher, job_id: str, queue_for: QueueFor, *, guard: bool = True
+) -> ResumeResult:
+    """Continue a stopped job: its held tasks go back on the queue and the failure guard starts afresh
+    (`guard=False`: the guard is off for the rest of this job)."""
     job = job_status(store, job_id)
+    if job.state == STOPPED and not guard:
+        store.disable_guard(job_id)
     if not store.set_state(job_id, RUNNING, only_from=(STOPPED,)):
         raise JobStateConflict(f"job {job_id} is {job.state}; only a stopped job can be resumed")
     count = _republish_parked(store, publisher, job_id, queue_for)

@@ -2,7 +2,8 @@
 
 CSV is the S3 Batch Operations manifest: `bucket,key[,version_id]`, no header, URL-encoded keys.
 JSONL is one object per line: `key`, `bucket`, `version` and per-key options named as the CLI flags.
-Both are read line by line, so memory stays flat however long the manifest.
+Both are read line by line, so memory stays flat however long the manifest; the validation pass
+(`scan_manifest`) adds 8 bytes per line, to find objects named twice (`manifest_repeats`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -21,6 +23,7 @@ from pydantic import ValidationError
 from cutout_fleet.keys import is_image_key
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.manifest_lines import ManifestError, read_lines
+from cutout_fleet.producer.manifest_repeats import RepeatFinder, repeats_message
 from cutout_fleet.storage import S3Client
 
 ManifestFormat = Literal["csv", "jsonl"]
@@ -84,18 +87,20 @@ def iter_manifest(
     s3_client: S3Client | None = None,  # needed for s3:// only
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
+    etag: str | None = None,
 ) -> Iterator[ManifestEntry]:
     """Stream the entries of a local or `s3://` manifest, validating each line as it is read.
 
-    `default_bucket` stands in for a JSONL line without a `bucket`. Nothing is read until the
-    first entry is asked for, but a bad format or default bucket is refused at once.
+    `default_bucket` stands in for a JSONL line without a `bucket`; `etag` (`manifest_etag`) pins an
+    `s3://` manifest to the object that was validated. Nothing is read until the first entry is asked
+    for, but a bad format or default bucket is refused at once.
     """
     kind = manifest_format(location, fmt)
     if default_bucket is not None and not is_bucket_name(default_bucket):
         raise ManifestError(
             f"default bucket {default_bucket!r} is not a valid S3 bucket name ({_BUCKET_RULE})"
         )
-    lines = read_lines(location, s3_client)
+    lines = read_lines(location, s3_client, etag=etag)
     if kind == "csv":
         return _csv_entries(lines, location)
     return _jsonl_entries(lines, location, default_bucket)
@@ -107,12 +112,23 @@ def scan_manifest(
     s3_client: S3Client | None = None,  # needed for s3:// only
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
+    etag: str | None = None,
 ) -> ManifestScan:
-    """Validate every line and count: the producer's first pass, so a bad line fails before any enqueue."""
+    """Validate every line and count: the producer's first pass, so a bad line fails before any enqueue.
+
+    An object (bucket, key, version) named on more than one line is refused with those lines' numbers,
+    even when the lines are the same: a job has one outcome per object.  Finding the lines reads the
+    manifest once more, only when there is a repeat.
+    """
     entries = images = 0
     buckets: set[str] = set()
     models: set[str] = set()
-    for entry in iter_manifest(location, s3_client=s3_client, fmt=fmt, default_bucket=default_bucket):
+    finder = RepeatFinder()
+    read = partial(
+        iter_manifest, location, s3_client=s3_client, fmt=fmt, default_bucket=default_bucket, etag=etag
+    )
+    for entry in read():
+        finder.add(entry)
         entries += 1
         buckets.add(entry.bucket)
         model = entry.options.get("model")
@@ -120,6 +136,9 @@ def scan_manifest(
             models.add(model)
         if is_image_key(entry.key):
             images += 1
+    repeats = finder.repeats(read())
+    if repeats:
+        raise ManifestError(repeats_message(location, repeats))
     return ManifestScan(entries, frozenset(buckets), frozenset(models), images, entries - images)
 
 

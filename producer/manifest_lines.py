@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from botocore.exceptions import ClientError
+
 from cutout_fleet.errors import AccessDenied, InvalidOptions, SourceMissing
 from cutout_fleet.storage import S3Client, parse_location, s3_errors
 
@@ -24,21 +26,36 @@ class ManifestError(InvalidOptions):
     code = "invalid_manifest"
 
 
-def read_lines(location: str, s3_client: S3Client | None = None) -> Iterator[str]:
+def read_lines(location: str, s3_client: S3Client | None = None, *, etag: str | None = None) -> Iterator[str]:
     """The lines of a local or `s3://` manifest, read as they are asked for.
 
-    An `s3://` location that names no object, or comes without a client, is refused at once.
+    An `s3://` location that names no object, or comes without a client, is refused at once.  `etag`
+    (from `manifest_etag`) pins an `s3://` manifest: if the object was replaced since, the read fails.
     """
     if location.startswith("s3://"):
-        bucket, key = _s3_object(location, s3_client)
-        raw = _s3_lines(location, bucket, key, s3_client)
+        client, bucket, key = _s3_object(location, s3_client)
+        raw = _s3_lines(location, bucket, key, client, etag)
     else:
         raw = _local_lines(location)
     return _checked_lines(raw, location)
 
 
-def _s3_object(location: str, client: S3Client | None) -> tuple[str, str]:
-    """(bucket, key) of an `s3://` manifest, refusing a prefix or a missing client before any read."""
+def manifest_etag(location: str, s3_client: S3Client | None = None) -> str | None:
+    """The ETag of an `s3://` manifest now; None for a local file.
+
+    The producer reads a manifest more than once (validate, then stream) and pins every read to this
+    ETag: anyone who can write to its bucket could otherwise replace it between the reads, and the job
+    would enqueue lines that were never validated (an object named twice, which never finishes).
+    """
+    if not location.startswith("s3://"):
+        return None
+    client, bucket, key = _s3_object(location, s3_client)
+    with s3_errors(f"manifest {location}"):
+        return str(client.head_object(Bucket=bucket, Key=key)["ETag"])
+
+
+def _s3_object(location: str, client: S3Client | None) -> tuple[S3Client, str, str]:
+    """(client, bucket, key) of an `s3://` manifest, refusing a prefix or a missing client before any read."""
     if client is None:
         raise ValueError(f"reading the manifest {location} needs an S3 client")
     parsed = parse_location(location)
@@ -46,7 +63,7 @@ def _s3_object(location: str, client: S3Client | None) -> tuple[str, str]:
         raise ManifestError(
             f"manifest {location}: name the manifest object, as in s3://BUCKET/jobs/manifest.csv"
         )
-    return parsed.bucket, parsed.prefix
+    return client, parsed.bucket, parsed.prefix
 
 
 def _local_lines(location: str) -> Iterator[str]:
@@ -63,15 +80,29 @@ def _local_lines(location: str) -> Iterator[str]:
         raise AccessDenied(f"manifest {location}: permission denied") from exc
 
 
-def _s3_lines(location: str, bucket: str, key: str, client: S3Client) -> Iterator[str]:
+def _s3_lines(location: str, bucket: str, key: str, client: S3Client, etag: str | None) -> Iterator[str]:
     # The connection can also drop mid-stream; the producer sees that as it would a failed GET.
     with s3_errors(f"manifest {location}"):
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            body = client.get_object(Bucket=bucket, Key=key, **({"IfMatch": etag} if etag else {}))["Body"]
+        except ClientError as exc:
+            if etag and _precondition_failed(exc):
+                raise ManifestError(
+                    f"manifest {location} was replaced while it was being read (it no longer has the "
+                    f"ETag {etag} that was validated); nothing was enqueued from the new one: enqueue again"
+                ) from exc
+            raise
         try:
             for number, raw in enumerate(body.iter_lines(keepends=True), 1):
                 yield raw.decode("utf-8-sig" if number == 1 else "utf-8", errors="surrogateescape")
         finally:
             body.close()
+
+
+def _precondition_failed(exc: ClientError) -> bool:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status == 412 or error.get("Code") in {"PreconditionFailed", "412"}
 
 
 def _checked_lines(lines: Iterable[str], where: str) -> Iterator[str]:

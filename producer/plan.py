@@ -10,7 +10,6 @@ live worker of its queue has.  The CLI calls them; a library user can too.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -20,7 +19,7 @@ from cutout_fleet.config.settings import Settings
 from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import AccessDenied, InvalidOptions, SourceMissing
 from cutout_fleet.keys import REPORTS_DIR, KeyMapping, join_key
-from cutout_fleet.messages import JOB_ID_PATTERN
+from cutout_fleet.messages import InvalidJobId, validate_job_id
 from cutout_fleet.notify import check_notify_url
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.dryrun import DryRunReport, dry_run
@@ -34,6 +33,7 @@ from cutout_fleet.producer.listing import (
     output_inside,
 )
 from cutout_fleet.producer.manifest import ManifestFormat, iter_manifest, scan_manifest
+from cutout_fleet.producer.manifest_lines import manifest_etag
 from cutout_fleet.routing import queue_for_model
 from cutout_fleet.state import FailureGuard, RedisJobStore
 from cutout_fleet.storage import Location, S3Storage, StorageOpener, parse_location
@@ -203,9 +203,12 @@ def check_job_arguments(source: Location | Manifest, out: Location, job_id: str 
         raise InvalidJobRequest(
             "the fleet reads and writes S3 (s3://BUCKET/PREFIX); for local folders use `cutout run`"
         )
-    if job_id is not None and not re.match(JOB_ID_PATTERN, job_id):
-        raise InvalidJobRequest(f"--job-id {job_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
-    if isinstance(source, Location) and _same_place(source, out):
+    if job_id is not None:
+        try:
+            validate_job_id(job_id)
+        except InvalidJobId as exc:
+            raise InvalidJobRequest(f"--job-id: {exc}") from exc
+    if isinstance(source, Location) and same_place(source, out):
         raise InvalidJobRequest(
             f"--out {out.uri} is the source prefix itself: outputs and reports would land among the "
             "sources (and a PNG could replace its own source); give --out another prefix, such as "
@@ -213,8 +216,9 @@ def check_job_arguments(source: Location | Manifest, out: Location, job_id: str 
         )
 
 
-def _same_place(source: Location, out: Location) -> bool:
-    """Same bucket and the same prefix, folder slashes aside (`in`, `in/` and `/in/` are one place)."""
+def same_place(source: Location, out: Location) -> bool:
+    """Same bucket (or folder) and the same prefix, folder slashes aside (`in`, `in/` and `/in/` are one
+    place).  `cutout run` refuses the same outputs by this rule."""
     return (source.bucket, source.prefix.strip("/")) == (out.bucket, out.prefix.strip("/"))
 
 
@@ -261,7 +265,11 @@ def _manifest_items(
     which must then not land on the sources themselves (an empty --out prefix in their bucket).
     """
     client = open_storage.s3_client if manifest.location.startswith("s3://") else None
-    scan = scan_manifest(manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket)
+    # Every read is of the object validated first, even if someone replaces it in between.
+    etag = manifest_etag(manifest.location, client)
+    scan = scan_manifest(
+        manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket, etag=etag
+    )
     for model in scan.models:
         queue_for(model)  # an unknown per-key model fails now, before anything is enqueued
     mapping: KeyMapping = "bucket" if len(scan.buckets) > 1 else "full"
@@ -271,7 +279,7 @@ def _manifest_items(
             "key, so outputs would land among the sources; give --out a prefix (s3://BUCKET/cutouts)"
         )
     entries = iter_manifest(
-        manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket
+        manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket, etag=etag
     )
     chunks = iter_manifest_chunks(entries, key_filter=KeyFilter(tuple(include), tuple(exclude)))
     return mapping, chunks, frozenset(scan.models)

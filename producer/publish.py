@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,14 @@ import redis
 from celery import Celery
 
 from cutout_fleet.config.settings import WorkerSettings
-from cutout_fleet.messages import TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
+from cutout_fleet.messages import TASK_BYTES_BUDGET, TASK_FINALIZE_JOB, TASK_PROCESS_BATCH, TaskMessage
 from cutout_fleet.routing import task_time_limits
 from cutout_fleet.state.redis_keys import ENVELOPE_PROBE_PREFIX, envelope_probe_keys
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+# The body is `json.dumps([[payload], {}, _EMBED])`, written around the payload's own JSON text so that
+# its size (what workers check) is measured without encoding it twice.
+_BODY_TAIL = "], " + json.dumps([{}, _EMBED])[1:]
 
 
 class CeleryPublisher:
@@ -47,6 +50,20 @@ class CeleryPublisher:
 
     def encode(self, queue: str, message: TaskMessage) -> str:
         """The Redis list entry for one task: Celery's envelope with this task's fields."""
+        return self._envelope(queue, message, json.dumps(message.payload()))
+
+    def entries(self, queue: str, message: TaskMessage) -> Iterator[str]:
+        """The Redis list entries for a task: one, or, for a task over TASK_BYTES_BUDGET (a retry of many
+        long keys), its halves, so that no worker refuses it for its size."""
+        payload = json.dumps(message.payload())
+        if len(payload) <= TASK_BYTES_BUDGET or len(message.keys) == 1:
+            yield self._envelope(queue, message, payload)
+            return
+        half = len(message.keys) // 2
+        for part in (message.keys[:half], message.keys[half:]):
+            yield from self.entries(queue, message.with_keys(part))
+
+    def _envelope(self, queue: str, message: TaskMessage, payload: str) -> str:
         template = self._envelope_template()
         task_id = str(uuid.uuid4())
         limits = task_time_limits(self.worker, len(message.keys))
@@ -71,13 +88,14 @@ class CeleryPublisher:
             # Plain JSON instead of base64: a third less Redis memory per queued key.
             body_encoding=None,
         )
-        envelope["body"] = json.dumps([[message.model_dump(mode="json", exclude_defaults=True)], {}, _EMBED])
+        envelope["body"] = f"[[{payload}{_BODY_TAIL}"
         return json.dumps(envelope, separators=(",", ":"))
 
     def publish(self, queue: str, messages: Sequence[TaskMessage]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for message in messages:
-            pipe.lpush(queue, self.encode(queue, message))
+            for entry in self.entries(queue, message):
+                pipe.lpush(queue, entry)
         pipe.execute()
 
     def job_complete(self, job_id: str, queue: str) -> None:

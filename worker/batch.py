@@ -17,7 +17,7 @@ from enum import Enum
 
 from cutout_fleet.catalog import Catalog
 from cutout_fleet.config.settings import Settings
-from cutout_fleet.errors import ConfigError, CutoutError, ModelError, TransientError
+from cutout_fleet.errors import ConfigError, CutoutError, FailedAfterWork, ModelError, TransientError
 from cutout_fleet.items import ItemRef
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
@@ -25,7 +25,8 @@ from cutout_fleet.outcomes import Outcome
 from cutout_fleet.state import CANCELLED, STOPPED, JobStore
 from cutout_fleet.storage import Storage, parse_location
 from cutout_fleet.worker.interrupts import ItemTimeLimit
-from cutout_fleet.worker.pipeline import ItemContext, MaskPredictor, process_item
+from cutout_fleet.worker.pipeline import Cutter, ItemContext, MaskPredictor, process_item
+from cutout_fleet.worker.scope import scope_problem
 from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ class BatchRuntime:
     on_job_complete: Callable[[str, str], None]  # (job_id, queue)
     # True once this worker began a warm shutdown: items not started go back to the queue.
     draining: Callable[[], bool] = lambda: False
+    # Local folders are for `cutout run`; a fleet worker refuses a message that names one.
+    local_folders: bool = False
+    # Runs the image pipeline in place of `sessions` (`cutout run`: a child process); None: in this process.
+    cutter: Cutter | None = None
 
 
 @dataclass
@@ -131,6 +136,7 @@ def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
         predictor=_predictor(runtime, message.options.model),
         force=message.force,
         item_options=dict(message.item_options) if message.item_options else None,
+        cutter=runtime.cutter,
     )
 
 
@@ -143,6 +149,10 @@ def _open_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> _Bat
 
 def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchResult:
     """Give each item of the message its outcome, or hand it back in `retry` / `resend`."""
+    if problem := _out_of_scope(message, runtime):
+        runtime.store.add_rejected("", problem, message.model_dump_json()[:500])
+        log.error("refused a task of job %s: %s", message.job_id, problem)
+        return BatchResult(dropped=len(message.keys))
     batch = _open_batch(message, runtime, queue)
     keys = list(message.keys)
     consecutive_transient = 0
@@ -166,6 +176,12 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
             break
         consecutive_transient = consecutive_transient + 1 if transient else 0
     return batch.result
+
+
+def _out_of_scope(message: TaskMessage, runtime: BatchRuntime) -> str | None:
+    """Why the message reaches outside its job's locations (see scope.py); an unknown job is the gate's."""
+    job = runtime.store.get(message.job_id)
+    return None if job is None else scope_problem(message, job, local_folders=runtime.local_folders)
 
 
 class Gate(Enum):
@@ -210,8 +226,9 @@ def _gate(batch: _Batch, key: str, rest: list[str]) -> Gate:
 
 def _fail_as_poison(batch: _Batch, key: str, attempts: int, max_attempts: int) -> None:
     reason = (
-        f"{key}: processing it killed or hung the worker {attempts} times "
-        f"(CUTOUT_WORKER__MAX_ATTEMPTS={max_attempts}); moved to the job's dead-letter list"
+        f"{key}: {attempts} attempts did not finish it (the worker was killed or hung, or the output "
+        f"could not be written each time; CUTOUT_WORKER__MAX_ATTEMPTS={max_attempts}); moved to the "
+        "job's dead-letter list"
     )
     batch.runtime.store.add_dead_letter(batch.message.job_id, batch.item(key).id, attempts, reason)
     batch.fail(key, "poison", reason)
@@ -226,8 +243,10 @@ def _run_item(batch: _Batch, key: str) -> bool:
     try:
         outcome = process_item(item, batch.output_key(key), batch.ctx)
     except TransientError as exc:
-        # The worker survived this attempt: a retry after an S3 blip is not a step toward poison.
-        batch.runtime.store.forget_attempt(batch.message.job_id, item.id)
+        if not isinstance(exc, FailedAfterWork):
+            # Nothing was redone yet: a retry after an S3 blip before the model is not a step toward
+            # poison.  A failure after the model counts, or one bad key could re-run it for hours.
+            batch.runtime.store.forget_attempt(batch.message.job_id, item.id)
         log.warning("item %s: %s; it will be tried again", item.id, exc)
         batch.result.retry.append(key)
         batch.result.retry_error = exc

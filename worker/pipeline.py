@@ -18,17 +18,17 @@ import numpy as np
 from PIL import Image
 
 from cutout_fleet.config.settings import ImageLimits
-from cutout_fleet.errors import PermanentError, TransientError
+from cutout_fleet.errors import FailedAfterWork, PermanentError, TransientError
 from cutout_fleet.freshness import output_matches, output_metadata, up_to_date
 from cutout_fleet.items import ItemRef
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
 from cutout_fleet.storage import Storage, WriteConflict
+from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
 from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
-from cutout_fleet.worker.imaging.mask import refine_mask
-from cutout_fleet.worker.imaging.prep import mask_to_size
+from cutout_fleet.worker.imaging.mask import alpha_at_size, refine_alpha
 from cutout_fleet.worker.interrupts import INTERRUPTS
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 
 class MaskPredictor(Protocol):
     def predict(self, image: Image.Image) -> np.ndarray: ...
+
+
+class Cutter(Protocol):
+    """`make_cutout` with the options' model, run elsewhere (`cutout run`: in a child process it can stop)."""
+
+    def __call__(
+        self, data: bytes, options: ImageOptions, limits: ImageLimits, timings: Timings, *, name: str
+    ) -> Cutout: ...
 
 
 @dataclass
@@ -68,21 +76,30 @@ def make_cutout(
     *,
     name: str = "image",
 ) -> Cutout:
-    """The image pipeline on bytes; raises PermanentError for inputs that cannot be processed."""
+    """The image pipeline on bytes; raises PermanentError for inputs that cannot be processed.
+
+    Each full-size intermediate is dropped as soon as the next stage has what it needs: the peak is the
+    decoded RGB, the alpha and the RGBA cutout together (worker/imaging/budget.py has the figures).
+    """
     with timings.stage("decode"):
-        decoded = decode_image(data, max_pixels=limits.max_pixels, name=name)
+        budget = MemoryBudget(limits.max_image_memory_mib * MIB, options.format)
+        decoded = decode_image(data, max_pixels=limits.max_pixels, budget=budget, name=name)
+    rgb, source_alpha = decoded.rgb, decoded.alpha
+    del decoded
     with timings.stage("model"):
-        small_mask = predictor.predict(decoded.rgb)
+        small_mask = predictor.predict(rgb)
     with timings.stage("mask"):
-        mask = mask_to_size(small_mask, decoded.rgb.size)
-        alpha = refine_mask(
-            mask,
-            sensitivity=options.sensitivity,
+        alpha = alpha_at_size(small_mask, rgb.size, sensitivity=options.sensitivity)
+        alpha = refine_alpha(
+            alpha,
             mask_blur_px=options.mask_blur_px,
             mask_offset_px=options.mask_offset_px,
-            source_alpha=decoded.alpha,
+            source_alpha=source_alpha,
         )
-        image = apply_background(decoded.rgb, alpha, options.background_rgb)
+        del source_alpha
+        image = apply_background(rgb, alpha, options.background_rgb)
+        del alpha
+        rgb.close()
     with timings.stage("encode"):
         encoded = encode_image(
             image,
@@ -90,7 +107,9 @@ def make_cutout(
             webp_quality=limits.webp_quality,
             png_compress_level=limits.png_compress_level,
         )
-    return Cutout(encoded, CONTENT_TYPES[options.format], image.width, image.height)
+    width, height = image.size
+    image.close()
+    return Cutout(encoded, CONTENT_TYPES[options.format], width, height)
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,7 @@ class ItemContext:
     force: bool = False
     # Per-key options that differ from the job's, carried into each Outcome so `retry` can rebuild the task.
     item_options: dict[str, object] | None = None
+    cutter: Cutter | None = None  # None: `make_cutout` in this process, with `predictor`
 
     def outcome(
         self,
@@ -167,10 +187,16 @@ def _cut_out(item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings)
             return "skipped"
     with timings.stage("download"):
         source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
-    cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key)
+    if ctx.cutter is None:
+        cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key)
+    else:
+        cutout = ctx.cutter(source.data, ctx.options, ctx.limits, timings, name=item.key)
     metadata = output_metadata(source.etag, item.key, ctx.options.model, ctx.options_hash)
     with timings.stage("upload"):
-        write_output(ctx, output_key, cutout, metadata, seen, source.etag)
+        try:
+            write_output(ctx, output_key, cutout, metadata, seen, source.etag)
+        except TransientError as exc:
+            raise FailedAfterWork(str(exc)) from exc
     return "succeeded"
 
 

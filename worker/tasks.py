@@ -25,6 +25,7 @@ from cutout_fleet.messages import (
     NewerMessage,
     TaskMessage,
     parse_message,
+    readable_parts,
 )
 from cutout_fleet.notify import notify_job
 from cutout_fleet.reports import write_report
@@ -32,9 +33,12 @@ from cutout_fleet.routing import queue_for_model, task_time_limits
 from cutout_fleet.worker.batch import BatchResult, fail_items, run_batch, time_out_running
 from cutout_fleet.worker.celery_app import app, membership, runtime, send_batch, worker_settings
 from cutout_fleet.worker.interrupts import ItemTimeLimit, TimeLimitExceeded
+from cutout_fleet.worker.scope import scope_problem
 
 log = logging.getLogger(__name__)
 
+# The error code of the keys of a refused message (too large, malformed) that still names them.
+MESSAGE_REJECTED = "message_rejected"
 # A message for a newer worker is handed back this often, this far apart (an hour), then refused.
 NEWER_MESSAGE_WAIT_S = 30
 NEWER_MESSAGE_RETRIES = 120
@@ -91,9 +95,7 @@ def process_batch(self: Task, payload: object) -> dict[str, object]:
     except NewerMessage as exc:
         return _hand_back(self, payload, exc)
     except InvalidMessage as exc:
-        log.error("rejected task %s: %s", self.request.id, exc)
-        runtime().store.add_rejected(str(self.request.id), str(exc), repr(payload))
-        return {"rejected": str(exc)}
+        return _reject(self, payload, exc)
     queue = _queue(self, message)
     task_id = str(self.request.id)
     # Held while it runs: if this process dies, a live worker sends its unfinished items again.
@@ -112,6 +114,33 @@ def process_batch(self: Task, payload: object) -> dict[str, object]:
         if not retrying:
             membership().release(task_id)
     return _summary(result)
+
+
+def _reject(task: Task, payload: object, exc: InvalidMessage) -> dict[str, object]:
+    """Refuse a malformed message, never run it, and fail each key that it still names with the reason:
+    otherwise those keys never get an outcome and their job never finishes."""
+    log.error("rejected task %s: %s", task.request.id, exc)
+    runtime().store.add_rejected(str(task.request.id), str(exc), repr(payload))
+    reason = (
+        f"its task message was refused ({exc}), so it was not processed; `cutout retry JOB` sends it again"
+    )
+    failed = 0
+    for part in readable_parts(payload):
+        if problem := _outside_its_job(part):
+            log.error("task %s: its keys are not failed either: %s", task.request.id, problem)
+            continue
+        keys = list(part.keys)
+        failed += fail_items(part, runtime(), _queue(task, part), keys, MESSAGE_REJECTED, reason)
+    return {"rejected": str(exc), "failed": failed}
+
+
+def _outside_its_job(message: TaskMessage) -> str | None:
+    """Why a refused message's keys cannot be failed for its job: an unknown job, or a message that
+    does not match the job record (scope.py), which only a hand-made message would do."""
+    job = runtime().store.get(message.job_id)
+    if job is None:
+        return f"unknown or expired job {message.job_id!r}"
+    return scope_problem(message, job, local_folders=False)  # a Celery task is a fleet worker's
 
 
 def _run(message: TaskMessage, queue: str) -> BatchResult:
@@ -147,7 +176,7 @@ def _retry_items(task: Task, message: TaskMessage, result: BatchResult, queue: s
     )
     limits = task_time_limits(policy, len(result.retry))
     again = message.model_copy(update={"keys": result.retry})
-    args = [again.model_dump(mode="json", exclude_defaults=True)]
+    args = [again.payload()]
     # Waiting for its retry, the task is held in this worker's memory (an ETA message): keep the lease,
     # so the items come back if this worker dies meanwhile.
     membership().hold(str(task.request.id), message.job_id, queue, args[0], waiting=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from cutout_fleet.config.settings import Settings, load_settings
+from cutout_fleet.config.settings import ENV_FILE_ENV, Settings, env_file, load_settings
 from cutout_fleet.errors import ConfigError, CutoutError, InvalidOptions
 from cutout_fleet.options import (
     MASK_BLUR_RANGE_PX,
@@ -48,8 +49,29 @@ def reported(*usage_errors: type[CutoutError]) -> Iterator[None]:
 
 
 def settings_or_exit() -> Settings:
+    """The settings, or exit 2 naming the bad variable; says on stderr which settings file was read."""
     with reported(ConfigError):
-        return load_settings()
+        settings, path = load_settings(), env_file()
+    if path is not None:
+        click.echo(f"cutout: settings read from {path} ({ENV_FILE_ENV})", err=True)
+    return settings
+
+
+def _use_env_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # Through the environment, so the processes a command starts (a worker's pool) read the same file.
+    if value is not None:
+        os.environ[ENV_FILE_ENV] = value
+
+
+env_file_option = click.option(
+    "--env-file",
+    type=click.Path(exists=True, dir_okay=False, resolve_path=True),
+    expose_value=False,
+    is_eager=True,
+    callback=_use_env_file,
+    help=f"Read settings from this KEY=VALUE file too [default: ${ENV_FILE_ENV}]; "
+    "a .env in the working directory is never read on its own.",
+)
 
 
 def _check_background(ctx: click.Context, param: click.Parameter, value: str) -> str:

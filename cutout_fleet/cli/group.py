@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from cutout_fleet.cli.common import fail
+from cutout_fleet.cli.common import env_file_option, fail
 
 
 @click.group()
 @click.version_option(package_name="cutout-fleet")
+@env_file_option
 def cli() -> None:
     """Remove backgrounds from catalog photos at scale: S3 prefix -> Redis -> Celery workers -> S3."""
 

@@ -24,13 +24,21 @@ def cancel(job_id: str) -> None:
 
 @cli.command()
 @click.argument("job_id")
-def resume(job_id: str) -> None:
+@click.option(
+    "--no-guard",
+    is_flag=True,
+    help="Turn the failure guard off for the rest of this job: for failures that are bad files, "
+    "not a broken setup (each still fails alone, with its reason in the report).",
+)
+def resume(job_id: str, no_guard: bool) -> None:
     """Continue a job that was stopped (by its failure guard), once the cause is fixed."""
     from cutout_fleet.producer.lifecycle import resume_job
 
     settings = settings_or_exit()
     with reported():
-        result = resume_job(job_store(settings), publisher(settings), job_id, queue_for(settings))
+        result = resume_job(
+            job_store(settings), publisher(settings), job_id, queue_for(settings), guard=not no_guard
+        )
     click.echo(f"job {job_id} {result.job.state}: {result.republished} held items back on the queue")
 
 

@@ -10,7 +10,7 @@ import click
 
 from cutout_fleet.cli.common import build_options, image_options, location, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
-from cutout_fleet.errors import ConfigError
+from cutout_fleet.errors import ConfigError, InvalidOptions
 from cutout_fleet.storage import Location
 
 if TYPE_CHECKING:
@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 def run(
     source: str, out: str, model: str | None, fmt: str, job_id: str | None, as_json: bool, **values: Any
 ) -> None:
-    """Process SOURCE into --out on this machine: no Redis, no S3 server (folders or s3:// URIs)."""
+    """Process SOURCE into --out on this machine: no Redis, no S3 server (folders or s3:// URIs).
+
+    --out may not be SOURCE itself; a folder inside SOURCE is left out of the listing.
+    """
     from cutout_fleet.embedded import run_embedded
 
     settings = settings_or_exit()
@@ -40,7 +43,7 @@ def run(
         bar.__enter__()
 
     try:
-        with reported(ConfigError):
+        with reported(ConfigError, InvalidOptions):  # a bad --job-id, --out over SOURCE: exit 2
             result = run_embedded(
                 src,
                 dst,
@@ -59,14 +62,22 @@ def run(
 
 
 def _print_run(result: EmbeddedResult, dst: Location, as_json: bool) -> None:
-    job = result.job
+    job, not_listed = result.job, result.not_listed
+    for file in not_listed.files:
+        click.echo(f"cutout: left out {file.key}: {file.reason}", err=True)
+    if not_listed.count > len(not_listed.files):
+        click.echo(f"cutout: left out {not_listed.count - len(not_listed.files)} more such files", err=True)
     if as_json:
-        click.echo(json.dumps({**job.as_dict(), "report_key": result.report_key}, sort_keys=True))
+        left_out = {"count": not_listed.count, "files": [vars(file) for file in not_listed.files]}
+        data = {**job.as_dict(), "report_key": result.report_key, "not_listed": left_out}
+        click.echo(json.dumps(data, sort_keys=True))
         return
     counts = job.counts()
     click.echo(
         f"{counts['succeeded']} succeeded, {counts['failed']} failed, {counts['skipped']} skipped "
-        f"({counts['ignored']} other files ignored)"
+        f"({counts['ignored']} other files ignored"
+        + (f", {not_listed.count} of them not regular files" if not_listed.count else "")
+        + ")"
     )
     if result.report_key:
         click.echo(f"report: {dst.uri.rstrip('/')}/{result.report_key.removeprefix(dst.prefix).lstrip('/')}")

@@ -20,10 +20,22 @@ local failed_since = failed - tonumber(f[10] or 0)
 local guard_min, guard_ratio = tonumber(f[7] or 0), tonumber(f[8] or 1)
 local tripped = guard_min > 0 and processed >= guard_min and failed_since / processed > guard_ratio
 if status == 'failed' and tripped then
+  -- Name the commonest failure, so the operator can tell a broken setup (access_denied, model_error)
+  -- from many bad files listed first (undecodable), which anyone who can write the source can add.
+  local top_code, top_count = '', 0
+  local fields = redis.call('HGETALL', job)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 5) == 'fail:' and tonumber(fields[i + 1]) > top_count then
+      top_code, top_count = string.sub(fields[i], 6), tonumber(fields[i + 1])
+    end
+  end
+  local job_id = string.match(job, '{(.*)}$') or job
   redis.call('HSET', job, 'state', 'stopped', 'stop_reason',
-    string.format('failure guard: %d of %d processed items failed (over %d%%); ' ..
-                  'fix the cause, then `cutout resume`',
-                  failed_since, processed, math.floor(guard_ratio * 100)))
+    string.format('failure guard: %d of %d processed items failed (over %d%%), most with %s (%d). ' ..
+                  'Fix the cause, then `cutout resume %s`; if these are bad files rather than a ' ..
+                  'broken setup, `cutout resume %s --no-guard` finishes the job and reports each one',
+                  failed_since, processed, math.floor(guard_ratio * 100), top_code, top_count,
+                  job_id, job_id))
   return {1, 0, 1}
 end
 if f[1] == '1' and succeeded + failed + skipped >= tonumber(f[3] or 0) then

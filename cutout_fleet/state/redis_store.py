@@ -245,6 +245,10 @@ class RedisJobStore:
                 except redis.WatchError:
                     continue
 
+    def disable_guard(self, job_id: str) -> None:
+        """Turn the failure guard off for the rest of this job (`cutout resume --no-guard`)."""
+        self._redis.hset(job_key(job_id), "guard_min", 0)
+
     def park(self, job_id: str, payload: str) -> None:
         """Hold a task of a stopped job until `resume` or `retry` re-publishes it."""
         pipe = self._redis.pipeline()

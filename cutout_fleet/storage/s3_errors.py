@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
@@ -57,11 +58,18 @@ def translate_s3_error(exc: Exception, what: str) -> CutoutError:
         return _translate_client_error(exc, what)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return AccessDenied(f"{what}: no S3 credentials ({exc}); set them for boto3 (env, profile or role)")
-    if isinstance(exc, ParamValidationError):
+    if isinstance(exc, ParamValidationError) or _refused_by_client(exc):
+        # The request never left this machine and would be refused the same way every time.
         return PermanentError(f"{what}: invalid S3 request ({exc})", code="storage_error")
     if isinstance(exc, BotoConnectionError | BotoCoreError):
         return TransientError(f"{what}: cannot reach S3 ({exc}), will retry")
     return TransientError(f"{what}: {exc}")
+
+
+def _refused_by_client(exc: Exception) -> bool:
+    """http.client refused to build the request (a CR or LF in a header value is a ValueError), as
+    opposed to a socket or TLS failure (an OSError), which may pass."""
+    return isinstance(exc, HTTPClientError) and isinstance(exc.kwargs.get("error"), ValueError)
 
 
 def _translate_client_error(exc: ClientError, what: str) -> CutoutError:

@@ -4,12 +4,13 @@ Against the real Redis, the S3 server (behind a fault proxy for a denied write) 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from cutout_fleet.state.redis_keys import JOBS_INDEX
+from cutout_fleet.state.redis_keys import JOBS_INDEX, job_keys
 from tests.support.fleet import Fleet, FleetFactory, sample_catalog
 from tests.support.s3_fault_proxy import S3FaultProxy
 
@@ -229,3 +230,110 @@ def test_the_notify_url_given_to_enqueue_is_kept_with_the_job(fleet: Fleet) -> N
     # Then the job carries it (the worker that finishes the job posts there)
     status = fleet.cli_json("status", str(job["job_id"]), "--json")
     assert status["notify_url"] == "http://127.0.0.1:9/cutout-done"
+
+
+# --- job ids --------------------------------------------------------------------------------------------
+
+
+def test_a_job_id_with_a_trailing_newline_is_refused_before_the_job_exists(fleet: Fleet) -> None:
+    # Given photos
+    bucket = _photos(fleet, "job-id-newline")
+
+    # When they are enqueued as job "x\n" (a `$` that matched before the newline let it through once)
+    result = _try_enqueue(fleet, bucket, "--job-id", "x\n")
+
+    # Then it is refused with the rule, and no job, claim or task exists
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "job id 'x\\n' is not valid: use 1-64 letters, digits" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not fleet.redis.exists(*job_keys("x\n")), "the job's state was written"
+    _assert_nothing_enqueued(fleet)
+
+
+# --- a manifest names each object once ------------------------------------------------------------------
+
+
+def _manifest(fleet: Fleet, bucket: str, name: str, lines: list[str]) -> str:
+    """A manifest object in the S3 server; its URI."""
+    fleet.s3.put_object(
+        Bucket=bucket, Key=f"jobs/{name}", Body="".join(f"{line}\n" for line in lines).encode()
+    )
+    return f"s3://{bucket}/jobs/{name}"
+
+
+def _enqueue_manifest(fleet: Fleet, bucket: str, manifest: str) -> subprocess.CompletedProcess[str]:
+    return fleet.cli(
+        "enqueue",
+        "--manifest",
+        manifest,
+        "--out",
+        f"s3://{bucket}/out",
+        "--model",
+        PINNED,
+        "--json",
+        check=False,
+    )
+
+
+def test_one_key_asked_for_in_two_formats_is_refused_with_its_lines(fleet: Fleet) -> None:
+    # Given a JSONL manifest in S3 that asks for in/a.png as a PNG (line 1) and as a WebP (line 3)
+    bucket = _photos(fleet, "repeat-formats")
+    manifest = _manifest(
+        fleet,
+        bucket,
+        "m.jsonl",
+        [
+            json.dumps({"bucket": bucket, "key": "in/a.png", "format": "png"}),
+            json.dumps({"bucket": bucket, "key": "in/b.png"}),
+            json.dumps({"bucket": bucket, "key": "in/a.png", "format": "webp"}),
+        ],
+    )
+
+    # When it is enqueued (this job used to stay `running` for ever, one item queued)
+    result = _enqueue_manifest(fleet, bucket, manifest)
+
+    # Then it is refused before any job exists, naming the object, both lines and that the options differ
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert f"{bucket}/in/a.png on lines 1, 3 (with different options)" in result.stderr
+    assert "keep one line per object" in result.stderr and "Traceback" not in result.stderr
+    _assert_nothing_enqueued(fleet)
+    assert _keys(fleet, bucket) == ["in/a.png", "in/b.png", "jobs/m.jsonl"]
+
+
+def test_an_exact_repeat_in_a_manifest_is_refused_with_its_lines(fleet: Fleet) -> None:
+    # Given a Batch Operations CSV in S3 that lists in/b.png twice, the same way
+    bucket = _photos(fleet, "repeat-same")
+    manifest = _manifest(
+        fleet, bucket, "m.csv", [f"{bucket},in/a.png", f"{bucket},in/b.png", f"{bucket},in/b.png"]
+    )
+
+    # When it is enqueued
+    result = _enqueue_manifest(fleet, bucket, manifest)
+
+    # Then it is refused too, with both lines
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert f"{bucket}/in/b.png on lines 2, 3." in result.stderr
+    _assert_nothing_enqueued(fleet)
+
+
+def test_a_manifest_naming_each_object_once_runs_to_the_end_with_per_key_formats(fleet: Fleet) -> None:
+    # Given the same two objects, each once, one as a PNG and one as a WebP
+    bucket = _photos(fleet, "repeat-free")
+    manifest = _manifest(
+        fleet,
+        bucket,
+        "m.jsonl",
+        [
+            json.dumps({"bucket": bucket, "key": "in/a.png", "format": "png"}),
+            json.dumps({"bucket": bucket, "key": "in/b.png", "format": "webp"}),
+        ],
+    )
+
+    # When it is enqueued and the live worker runs it
+    result = _enqueue_manifest(fleet, bucket, manifest)
+    assert result.returncode == 0, result.stderr
+    status = fleet.wait_for_job(json.loads(result.stdout)["job_id"], check=True)
+
+    # Then both items finish and the job is done
+    assert (status["state"], status["total"], status["succeeded"]) == ("done", 2, 2), status
+    assert {"out/in/a.png", "out/in/b.webp"} <= set(_keys(fleet, bucket))

@@ -23,7 +23,15 @@ from celery.worker.request import Request
 from kombu import Connection
 
 from cutout_fleet.config.settings import WorkerSettings
-from cutout_fleet.messages import TASK_PROCESS_BATCH, TaskMessage
+from cutout_fleet.messages import (
+    MAX_ITEMS_PER_TASK,
+    MAX_MESSAGE_BYTES,
+    TASK_BYTES_BUDGET,
+    TASK_PROCESS_BATCH,
+    TaskMessage,
+    parse_message,
+    payload_bytes,
+)
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.publish import CeleryPublisher, producer_app
 
@@ -211,3 +219,28 @@ def test_a_celery_worker_request_sees_our_task_arguments_and_time_limits(sent: S
     assert request.argsrepr == f"job {MESSAGE.job_id}: {len(MESSAGE.keys)} keys"
     assert TaskMessage.model_validate(request.args[0]) == MESSAGE
     worker_app.close()
+
+
+def test_a_task_over_the_size_budget_goes_out_in_parts_that_workers_accept(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # Given a task of 256 keys of ~1 KiB, each pinned to a version (a retry of long keys can build one)
+    keys = [f"shoes/{i:03d}-" + "é" * 500 + ".jpg" for i in range(MAX_ITEMS_PER_TASK)]
+    big = MESSAGE.model_copy(update={"keys": keys, "versions": {key: f"v{n}" for n, key in enumerate(keys)}})
+    assert payload_bytes(big.payload()) > MAX_MESSAGE_BYTES
+    app = producer_app(redis_url)
+    publisher = CeleryPublisher(app, WorkerSettings(), client=redis_client)
+    queue = f"envelope-guard-split-{uuid.uuid4().hex[:8]}"
+
+    # When it is published
+    publisher.publish(queue, [big])
+
+    # Then it went out as several tasks, each one a worker accepts, with only its own keys' versions
+    parts = [json.loads(json.loads(entry)["body"])[0][0] for entry in redis_client.lrange(queue, 0, -1)]
+    app.close()
+    assert len(parts) > 1
+    assert sorted(key for part in parts for key in part["keys"]) == sorted(keys)
+    for part in parts:
+        assert payload_bytes(part) <= TASK_BYTES_BUDGET
+        message = parse_message(part)
+        assert set(message.versions or {}) == set(message.keys)

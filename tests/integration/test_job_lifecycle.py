@@ -186,6 +186,26 @@ def test_the_failure_guard_stops_a_failing_job_and_resume_continues_it(fleet: Fl
     assert (status["state"], status["succeeded"], status["failed"]) == ("done", 8, 0)
 
 
+def test_bad_files_that_sort_first_stop_a_job_and_resume_no_guard_finishes_it(fleet: Fleet) -> None:
+    # Given a prefix where someone put broken files whose keys sort before the real photos
+    bucket = fleet.new_bucket("sortfirst")
+    fleet.upload(bucket, "in/", {f"0000-{i}.jpg": truncated_jpeg() for i in range(4)})
+    fleet.upload(bucket, "in/", _photos(4))
+    job_id = fleet.enqueue(f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", FAST)["job_id"]
+
+    # When it runs, then the guard stops it, naming the commonest error and the commands to go on
+    status = fleet.wait_for_job(job_id)
+    assert status["state"] == "stopped"
+    reason = status["stop_reason"]
+    assert "most with undecodable" in reason
+    assert f"cutout resume {job_id}`" in reason and f"cutout resume {job_id} --no-guard" in reason
+
+    # When it is resumed without the guard, then every photo is cut out and each bad file fails alone
+    fleet.cli("resume", job_id, "--no-guard")
+    status = fleet.wait_for_job(job_id)
+    assert (status["state"], status["succeeded"], status["failed"]) == ("done", 4, 4)
+
+
 def test_dry_run_counts_skips_and_estimates_without_enqueueing(fleet: Fleet) -> None:
     # Given a prefix with photos already done, a collision pair and a non-image
     bucket = fleet.new_bucket("dry")

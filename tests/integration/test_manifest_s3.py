@@ -9,6 +9,7 @@ import pytest
 from cutout_fleet.config.settings import S3Settings
 from cutout_fleet.errors import SourceMissing
 from cutout_fleet.producer.manifest import ManifestEntry, ManifestError, iter_manifest, scan_manifest
+from cutout_fleet.producer.manifest_lines import manifest_etag
 from cutout_fleet.storage import s3_client as build_s3_client
 
 pytestmark = pytest.mark.integration
@@ -111,3 +112,38 @@ def test_a_manifest_in_a_missing_bucket_is_source_missing(reader) -> None:  # ty
         list(iter_manifest("s3://no-such-bucket-for-manifests/m.csv", s3_client=reader))
 
     assert info.value.code == "bucket_missing"
+
+
+def test_a_repeated_object_in_an_s3_manifest_is_refused_with_the_uri_and_its_lines(
+    s3_client, jobs_bucket: str, reader
+) -> None:  # type: ignore[no-untyped-def]
+    # Given a long S3 manifest whose line 2,500 asks again, as a WebP, for the object of line 7
+    lines = [json.dumps({"bucket": "shop-1", "key": f"p/{i:05d}.jpg"}) for i in range(1, 3001)]
+    lines[2499] = json.dumps({"bucket": "shop-1", "key": "p/00007.jpg", "format": "webp"})
+    location = upload(s3_client, jobs_bucket, "jobs/repeat.jsonl", ("\n".join(lines) + "\n").encode())
+
+    # When it is scanned
+    with pytest.raises(ManifestError) as info:
+        scan_manifest(location, s3_client=reader)
+
+    # Then the refusal names the manifest, the object and both lines
+    assert f"manifest {location}: 1 object(s) listed more than once" in str(info.value)
+    assert "shop-1/p/00007.jpg on lines 7, 2500 (with different options)" in str(info.value)
+
+
+def test_every_read_is_pinned_to_the_manifest_that_was_validated(s3_client, jobs_bucket: str, reader) -> None:  # type: ignore[no-untyped-def]
+    # Given a manifest validated as it is now
+    location = upload(s3_client, jobs_bucket, "jobs/pinned.csv", b"shop-1,a.jpg\n")
+    etag = manifest_etag(location, reader)
+    assert scan_manifest(location, s3_client=reader, etag=etag).entries == 1
+
+    # When someone who can write to its bucket replaces it (with a repeat) before it is streamed
+    upload(s3_client, jobs_bucket, "jobs/pinned.csv", b"shop-1,a.jpg\nshop-1,a.jpg\n")
+
+    # Then the pinned read refuses the new object instead of enqueueing lines never validated
+    with pytest.raises(ManifestError, match="was replaced while it was being read"):
+        list(iter_manifest(location, s3_client=reader, etag=etag))
+
+
+def test_a_local_manifest_has_no_etag(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert manifest_etag(str(tmp_path / "m.csv")) is None

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from bench.memory_peak import synthetic_png
 from tests.support.images import (
     PNG_SIGNATURE,
     animated_gif,
@@ -60,6 +61,8 @@ class Expect:
         return cls("ignored")
 
 
+# Failures decided before any decoding (by the producer's claims), not by the file's bytes.
+DECIDED_BEFORE_DECODING = frozenset({"output_collision"})
 UNDECODABLE = Expect.fails("undecodable")
 TOO_LARGE = Expect.fails("image_too_large")
 
@@ -143,6 +146,12 @@ def _bombs() -> dict[str, tuple[bytes, Expect]]:
         # Real bombs: a few KB that decode to ~20 Mpx.  Just under the limit it must be processed.
         "bombs/real-just-under-limit.png": (zero_png(side, side), Expect.ok(side, side)),
         "bombs/real-just-over-limit.png": (zero_png(side + 1, side + 1), TOO_LARGE),
+        # Issue 11, row 2: 16-bit and 8-bit grey PNGs of a few dozen KB that decode to the whole limit
+        # (the 16-bit one used to cost four float64 copies).  The reported files are 8000x8000, over
+        # CORPUS_MAX_PIXELS, where they would only meet the pixel limit: tests/integration/test_memory.py
+        # runs those at 64 Mpx and checks the peak memory; here they go through a real worker at 20 Mpx.
+        "bombs/grey-16-bit-under-limit.png": (synthetic_png("grey16", side, side), Expect.ok(side, side)),
+        "bombs/grey-8-bit-under-limit.png": (synthetic_png("grey8", side, side), Expect.ok(side, side)),
     }
 
 
@@ -448,6 +457,16 @@ def _names() -> dict[str, tuple[bytes, Expect]]:
         "names/Mixed.Png": (encode(picture, "PNG"), Expect.ok(36, 22)),
         "names/png-as-UPPER.JPEG": (encode(picture, "PNG"), Expect.ok(36, 22)),
         "names/really-a-ppm.jpg": (encode(picture, "PPM"), UNDECODABLE),  # a format we do not accept
+        # Keys an HTTP header cannot carry as they are (issue 11, row 1): metadata is RFC 2047 encoded.
+        "names/cr\rx.png": (encode(picture, "PNG"), Expect.ok(36, 22)),
+        "names/ünï 𝄞.png": (encode(picture, "PNG"), Expect.ok(36, 22)),
+        # A key that a spreadsheet would run as a formula (row 7): the CSV report neutralises it.
+        'names/=HYPERLINK("http://x","y").png': (encode(picture, "PNG"), Expect.ok(36, 22)),
+        "names/-2+3.jpg": (b"not an image", UNDECODABLE),
+        # Three spellings of one path (row 5): output keys are normalised, the first listed wins.
+        "names/dots/./a.png": (encode(picture, "PNG"), Expect.ok(36, 22)),
+        "names/dots//a.png": (encode(picture, "PNG"), Expect.fails("output_collision")),
+        "names/dots/a.png": (encode(picture, "PNG"), Expect.fails("output_collision")),
     }
 
 

@@ -15,7 +15,8 @@ must use path-style addressing.  Fault kinds:
 `permanent_status` maps a fragment of the unquoted path to a fixed answer for every matching
 request: a status (403 AccessDenied, 404 NoSuchKey, 503 SlowDown, ...) or a (status, S3 error code)
 pair, as a wrong IAM policy or a hot key would give; those answers are counted apart from the random
-faults.  `fail_path` / `heal_path` change them while the proxy runs.
+faults.  A fragment may start with a method (`PUT /bucket/out/a.png`) to match only that method.
+`fail_path` / `heal_path` change them while the proxy runs.
 """
 
 from __future__ import annotations
@@ -239,7 +240,7 @@ class S3FaultProxy:
             self._requests += 1
             self._by_path[path] += 1
             for fragment, reply in self.permanent_status.items():
-                if fragment in path:
+                if fragment in path or fragment in f"{method} {path}":
                     self._permanent += 1
                     return reply
             if self.only_methods is not None and method not in self.only_methods:

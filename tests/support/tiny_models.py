@@ -185,15 +185,10 @@ def _build_slow(spec: ModelSpec, matmuls: int) -> onnx.ModelProto:
     return _nudged_u2netp(spec, nodes, initializers)
 
 
-def _build_spin(spec: ModelSpec, trips: int) -> onnx.ModelProto:
-    """tiny-u2netp's mask, nudged by a counter that an ONNX Loop of `trips` turns carries up from the input.
-
-    The loop's result feeds every output and starts from the input's mean, so onnxruntime can neither fold it
-    into a constant nor drop it: each run turns the loop `trips` times (one scalar Add a turn).
-    """
-    width, height = spec.input_size
-    nodes, initializers = _logits_nodes(spec.input_name or "input", width, height)
-    body = helper.make_graph(
+def spin_loop_body() -> onnx.GraphProto:
+    """The body of an ONNX Loop that adds 1 to a float each turn and always goes on: a loop whose trip count
+    alone decides how long a run takes."""
+    return helper.make_graph(
         [
             helper.make_node("Identity", ["keep_going_in"], ["keep_going_out"]),
             helper.make_node("Add", ["count_in", "step"], ["count_out"]),
@@ -210,6 +205,17 @@ def _build_spin(spec: ModelSpec, trips: int) -> onnx.ModelProto:
         ],
         initializer=[numpy_helper.from_array(np.array(1.0, dtype=np.float32), "step")],
     )
+
+
+def _build_spin(spec: ModelSpec, trips: int) -> onnx.ModelProto:
+    """tiny-u2netp's mask, nudged by a counter that an ONNX Loop of `trips` turns carries up from the input.
+
+    The loop's result feeds every output and starts from the input's mean, so onnxruntime can neither fold it
+    into a constant nor drop it: each run turns the loop `trips` times (one scalar Add a turn).
+    """
+    width, height = spec.input_size
+    nodes, initializers = _logits_nodes(spec.input_name or "input", width, height)
+    body = spin_loop_body()
     initializers += [
         numpy_helper.from_array(np.array(trips, dtype=np.int64), "trips"),
         numpy_helper.from_array(np.array(True), "keep_going"),

@@ -113,6 +113,7 @@ def a_runtime(
         open_storage=storage_for,
         on_job_complete=lambda job_id, queue: None,
         draining=draining,
+        local_folders=True,  # as `cutout run`: these tests work on folders
     )
 
 

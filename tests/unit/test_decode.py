@@ -12,6 +12,8 @@ import pytest
 from PIL import Image, ImageCms, ImageFile
 
 from cutout_fleet.errors import ImageTooLarge, PermanentError, UndecodableImage
+from cutout_fleet.worker.imaging import strips
+from cutout_fleet.worker.imaging.budget import MIB, PIPELINE_BYTES_PER_PIXEL, MemoryBudget
 from cutout_fleet.worker.imaging.decode import decode_image
 from tests.support.images import (
     animated_gif,
@@ -29,8 +31,10 @@ ADOBE_RGB_ICC = Path("/usr/share/color/icc/compatibleWithAdobeRGB1998.icc")
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def decode(data: bytes, *, max_pixels: int = ROOMY_MAX_PIXELS, name: str = NAME):  # type: ignore[no-untyped-def]
-    return decode_image(data, max_pixels=max_pixels, name=name)
+def decode(  # type: ignore[no-untyped-def]
+    data: bytes, *, max_pixels: int = ROOMY_MAX_PIXELS, budget: MemoryBudget | None = None, name: str = NAME
+):
+    return decode_image(data, max_pixels=max_pixels, budget=budget, name=name)
 
 
 def pixel(image: Image.Image, xy: tuple[int, int] = (0, 0)) -> tuple[int, ...]:
@@ -393,3 +397,75 @@ def test_a_real_image_of_exactly_max_pixels_decodes() -> None:
     decoded = decode(encode(Image.new("RGB", (100, 100)), "PNG"), max_pixels=10_000)
 
     assert decoded.rgb.size == (100, 100)
+
+
+# --- Memory budget (CUTOUT_LIMITS__MAX_IMAGE_MEMORY_MIB) ------------------------------------------
+
+
+@pytest.mark.usefixtures("pixels_must_not_be_decoded")
+def test_an_image_over_the_memory_budget_raises_image_too_large_before_decoding() -> None:
+    budget = MemoryBudget(max_bytes=100 * MIB)
+
+    with pytest.raises(ImageTooLarge, match="CUTOUT_LIMITS__MAX_IMAGE_MEMORY_MIB") as caught:
+        decode(png_claiming_size(4000, 4000), max_pixels=64_000_000, budget=budget)
+
+    message = str(caught.value)
+    assert NAME in message
+    assert "4000x4000" in message
+    assert f"{4000 * 4000 * PIPELINE_BYTES_PER_PIXEL / MIB:,.0f} MiB" in message  # the estimate
+    assert "100 MiB" in message  # the budget it is over
+    assert caught.value.code == "image_too_large"
+
+
+def test_an_image_within_the_memory_budget_decodes() -> None:
+    budget = MemoryBudget(max_bytes=100 * PIPELINE_BYTES_PER_PIXEL)
+
+    decoded = decode(encode(Image.new("RGB", (10, 10)), "PNG"), budget=budget)
+
+    assert decoded.rgb.size == (10, 10)
+
+
+def test_a_source_with_alpha_is_budgeted_for_its_alpha_too() -> None:
+    # Given a budget that fits 10x10 opaque pixels exactly
+    budget = MemoryBudget(max_bytes=100 * PIPELINE_BYTES_PER_PIXEL)
+    opaque = encode(Image.new("RGB", (10, 10)), "PNG")
+    transparent = encode(Image.new("RGBA", (10, 10)), "PNG")
+
+    # Then the opaque image decodes and the one with an alpha channel is refused
+    assert decode(opaque, budget=budget).alpha is None
+    with pytest.raises(ImageTooLarge, match="CUTOUT_LIMITS__MAX_IMAGE_MEMORY_MIB"):
+        decode(transparent, budget=budget)
+
+
+def test_the_pixel_limit_is_checked_before_the_memory_budget() -> None:
+    with pytest.raises(ImageTooLarge, match="CUTOUT_LIMITS__MAX_PIXELS"):
+        decode(png_claiming_size(200, 200), max_pixels=100, budget=MemoryBudget(max_bytes=1))
+
+
+# --- 16-bit and float pixels are scaled a strip of rows at a time ---------------------------------------
+
+
+@pytest.fixture
+def small_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strips of 64 pixels, so a small image crosses many strip boundaries."""
+    monkeypatch.setattr(strips, "STRIP_PX", 64)
+
+
+@pytest.mark.usefixtures("small_strips")
+def test_a_16_bit_image_of_many_strips_scales_every_pixel_like_one_whole_array() -> None:
+    values = np.random.default_rng(3).integers(0, 65536, size=(37, 23), dtype=np.uint16)
+
+    decoded = decode(encode(Image.fromarray(values), "PNG"))
+
+    expected = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(decoded.rgb)[..., 0], expected)
+
+
+@pytest.mark.usefixtures("small_strips")
+def test_a_float_image_of_many_strips_scales_every_pixel_like_one_whole_array() -> None:
+    values = np.random.default_rng(4).random((29, 31), dtype=np.float32)
+
+    decoded = decode(encode(Image.fromarray(values), "TIFF"))
+
+    expected = np.clip(values.astype(np.float64) * 255.0, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(np.asarray(decoded.rgb)[..., 0], expected)

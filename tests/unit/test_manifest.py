@@ -352,6 +352,71 @@ def test_scan_fails_on_a_bad_last_line(tmp_path: Path) -> None:
         scan_manifest(location)
 
 
+# --- repeats: a manifest names each object once ---------------------------------------------------------
+
+
+def scan_error(location: str, **kwargs: object) -> str:
+    with pytest.raises(ManifestError) as info:
+        scan_manifest(location, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+def test_one_key_listed_twice_with_different_formats_is_refused_with_both_lines(tmp_path: Path) -> None:
+    # Given a JSONL manifest that asks for one object as a PNG on line 1 and as a WebP on line 3
+    location = write(
+        tmp_path,
+        "m.jsonl",
+        jsonl(
+            {"bucket": "shop-1", "key": "a.jpg", "format": "png"},
+            {"bucket": "shop-1", "key": "b.jpg"},
+            {"bucket": "shop-1", "key": "a.jpg", "format": "webp"},
+        ),
+    )
+
+    # When it is scanned, Then it is refused, naming the object, its lines and that the options differ
+    message = scan_error(location)
+    assert "1 object(s) listed more than once: shop-1/a.jpg on lines 1, 3 (with different options)" in message
+    assert "keep one line per object" in message
+
+
+def test_an_exact_repeat_is_refused_too(tmp_path: Path) -> None:
+    # Given a CSV that lists one object three times, once spelled with %20 and once with +
+    location = write(tmp_path, "m.csv", "shop-1,a+b.jpg\nshop-1,c.jpg\nshop-1,a%20b.jpg\nshop-1,a b.jpg\n")
+
+    # Then the three lines are one object, named once with every line
+    message = scan_error(location)
+    assert "shop-1/a b.jpg on lines 1, 3, 4." in message and "different options" not in message
+
+
+def test_one_key_in_two_buckets_or_in_two_versions_is_no_repeat(tmp_path: Path) -> None:
+    # Given one key in two buckets, and as two versions and unversioned in one bucket
+    location = write(tmp_path, "m.csv", "shop-1,a.jpg\nshop-2,a.jpg\nshop-1,a.jpg,v1\nshop-1,a.jpg,v2\n")
+
+    # Then these are four objects
+    assert scan_manifest(location).entries == 4
+
+
+def test_a_line_without_a_bucket_repeats_the_line_in_the_default_bucket(tmp_path: Path) -> None:
+    location = write(tmp_path, "m.jsonl", jsonl({"key": "a.jpg"}, {"bucket": "shop-1", "key": "a.jpg"}))
+    assert "shop-1/a.jpg on lines 1, 2" in scan_error(location, default_bucket="shop-1")
+
+
+def test_many_repeats_name_the_first_ten_and_count_the_rest(tmp_path: Path) -> None:
+    location = write(tmp_path, "m.csv", "".join(f"shop-1,{i}.jpg\nshop-1,{i}.jpg\n" for i in range(12)))
+    message = scan_error(location)
+    assert message.count(" on lines ") == 10 and "; and 2 more." in message
+    assert "12 object(s) listed more than once: shop-1/0.jpg on lines 1, 2;" in message
+
+
+def test_two_objects_that_share_a_digest_are_not_a_repeat(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Given digests that all collide, as two distinct ids could in a 64-bit digest
+    monkeypatch.setattr("cutout_fleet.producer.manifest_repeats._digest", lambda _item: 7)
+    location = write(tmp_path, "m.csv", "shop-1,a.jpg\nshop-1,b.jpg\n")
+
+    # Then the second reading compares the ids themselves and finds no repeat
+    assert scan_manifest(location).entries == 2
+
+
 # --- memory --------------------------------------------------------------------------------------------
 
 
@@ -384,3 +449,21 @@ def test_memory_stays_flat_however_long_the_manifest(tmp_path: Path) -> None:
     # Held entries would take ~20 MB at 200,000 lines and grow 10x from 20,000.
     assert large_peak < 2 * 1024 * 1024
     assert large_peak < 2 * small_peak + 256 * 1024
+
+
+def test_the_scan_keeps_a_few_bytes_per_line_to_find_repeats(tmp_path: Path) -> None:
+    # Given a 200,000-line manifest without a repeat
+    location = _write_long_csv(tmp_path, 200_000)
+    scan_manifest(_write_long_csv(tmp_path, 2_000))  # warm up
+
+    # When it is scanned under tracemalloc
+    tracemalloc.start()
+    try:
+        scan = scan_manifest(location)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # Then it holds 8 bytes per line, and their sorted copy, not the lines (~20 MB)
+    assert scan.entries == 200_000
+    assert peak < 200_000 * 2 * 8 * 1.2 + 1024 * 1024, peak

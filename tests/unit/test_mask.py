@@ -10,13 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFilter
 
+from cutout_fleet.worker.imaging import strips
 from cutout_fleet.worker.imaging.mask import (
+    alpha_at_size,
     apply_sensitivity,
     blur_mask,
     offset_mask,
+    refine_alpha,
     refine_mask,
     to_uint8,
 )
+from cutout_fleet.worker.imaging.prep import mask_to_size
 from tests.support.images import blobs_mask, random_mask
 
 SHAPES_HW = [(1, 1), (1, 9), (9, 1), (1, 10), (10, 1), (7, 9), (8, 6), (6, 8), (13, 13), (3, 4)]
@@ -249,3 +253,67 @@ def test_refine_returns_a_uint8_alpha_of_the_mask_shape() -> None:
 
     assert refined.shape == (7, 5)
     assert refined.dtype == np.uint8
+
+
+# --- Full size: strips give the whole-array result, and the caller's arrays stay as they were -------
+
+
+@pytest.fixture
+def small_strips(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strips of 64 pixels, so a small mask crosses many strip boundaries."""
+    monkeypatch.setattr(strips, "STRIP_PX", 64)
+
+
+def whole_array_refine(
+    mask: np.ndarray, sensitivity: float, blur_px: int, offset_px: int, source_alpha: np.ndarray | None
+) -> np.ndarray:
+    """refine_mask's definition on whole arrays, as it was written before it worked in strips."""
+    alpha = offset_mask(blur_mask(to_uint8(apply_sensitivity(mask, sensitivity)), blur_px), offset_px)
+    return alpha if source_alpha is None else np.minimum(alpha, source_alpha)
+
+
+@pytest.mark.usefixtures("small_strips")
+@pytest.mark.parametrize(("sensitivity", "blur_px", "offset_px"), [(1.0, 0, 0), (0.4, 2, -3), (0.8, 0, 4)])
+@pytest.mark.parametrize("with_source_alpha", [False, True], ids=["opaque", "source-alpha"])
+def test_refine_mask_in_strips_equals_the_whole_array_definition(
+    sensitivity: float, blur_px: int, offset_px: int, with_source_alpha: bool
+) -> None:
+    mask = np.random.default_rng(8).random((41, 27), dtype=np.float32)
+    source_alpha = random_mask((41, 27), seed=2) if with_source_alpha else None
+
+    refined = refine_mask(
+        mask,
+        sensitivity=sensitivity,
+        mask_blur_px=blur_px,
+        mask_offset_px=offset_px,
+        source_alpha=source_alpha,
+    )
+
+    expected = whole_array_refine(mask, sensitivity, blur_px, offset_px, source_alpha)
+    np.testing.assert_array_equal(refined, expected)
+
+
+@pytest.mark.usefixtures("small_strips")
+@pytest.mark.parametrize("sensitivity", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("size_wh", [(40, 30), (7, 50), (8, 8)], ids=str)
+def test_alpha_at_size_equals_sensitivity_and_uint8_of_the_resized_mask(
+    sensitivity: float, size_wh: tuple[int, int]
+) -> None:
+    small = np.random.default_rng(5).random((8, 8), dtype=np.float32)
+
+    alpha = alpha_at_size(small, size_wh, sensitivity=sensitivity)
+
+    expected = to_uint8(apply_sensitivity(mask_to_size(small, size_wh), sensitivity))
+    assert alpha.dtype == np.uint8
+    np.testing.assert_array_equal(alpha, expected)
+
+
+def test_refine_alpha_takes_the_source_alpha_without_changing_either_input() -> None:
+    alpha = np.full((2, 3), 200, dtype=np.uint8)
+    source_alpha = np.array([[0, 128, 255], [255, 40, 0]], dtype=np.uint8)
+
+    refined = refine_alpha(alpha, mask_offset_px=1, source_alpha=source_alpha)
+
+    assert refined.tolist() == [[0, 128, 200], [200, 40, 0]]
+    assert (alpha == 200).all()
+    assert source_alpha.tolist() == [[0, 128, 255], [255, 40, 0]]

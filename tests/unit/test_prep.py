@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cutout_fleet.worker.imaging import strips
 from cutout_fleet.worker.imaging.prep import mask_to_size, output_to_mask, smart_resize, to_model_input
 from tests.support.images import gradient_rgb
 
@@ -202,3 +203,26 @@ def test_mask_to_size_at_the_same_size_still_clips_to_0_and_1() -> None:
     mask = np.array([[-0.5, 0.5, 1.5]], dtype=np.float32)
 
     assert mask_to_size(mask, (3, 1)).tolist() == [[0.0, 0.5, 1.0]]
+
+
+@pytest.mark.parametrize("size_wh", [(40, 30), (5, 90), (9, 6)], ids=str)
+def test_mask_to_size_in_strips_equals_one_whole_resize(
+    monkeypatch: pytest.MonkeyPatch, size_wh: tuple[int, int]
+) -> None:
+    # Given strips of 64 pixels, so the resized mask is read back across many strip boundaries
+    monkeypatch.setattr(strips, "STRIP_PX", 64)
+    mask = np.random.default_rng(6).random((6, 9), dtype=np.float32) * 1.4 - 0.2
+
+    resized = mask_to_size(mask, size_wh)
+
+    whole = np.asarray(Image.fromarray(mask).resize(size_wh, Image.Resampling.LANCZOS), dtype=np.float32)
+    np.testing.assert_array_equal(resized, np.clip(whole, 0.0, 1.0))
+
+
+def test_an_rgb_image_and_its_rgba_twin_give_the_same_model_input() -> None:
+    rgb = gradient_rgb((64, 48))
+
+    as_rgb = to_model_input(rgb, (16, 16), scale="255", mean=None, std=None)
+    as_rgba = to_model_input(rgb.convert("RGBA"), (16, 16), scale="255", mean=None, std=None)
+
+    np.testing.assert_array_equal(as_rgb, as_rgba)

@@ -8,9 +8,17 @@ import hashlib
 import io
 import json
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from cutout_fleet.outcomes import Outcome, failed
-from cutout_fleet.reports import REPORT_SCHEMA, ReportKeys, csv_row, report_manifest, write_report
+from cutout_fleet.reports import (
+    FORMULA_START,
+    REPORT_SCHEMA,
+    ReportKeys,
+    csv_row,
+    report_manifest,
+    write_report,
+)
 from cutout_fleet.state import JobSpec, MemoryJobStore
 from cutout_fleet.storage import LocalStorage, parse_location
 
@@ -50,6 +58,21 @@ def test_a_succeeded_csv_row_has_status_200_an_empty_error_code_and_an_encoded_k
 
     # Then the key is URL-encoded, as S3 Batch Operations writes it, and the message is the output key
     assert row == ["in", "p/red+shoe-%C3%BC.jpg", "", "succeeded", "200", "", "o/red shoe-ü.png"]
+
+
+def test_no_csv_cell_starts_a_spreadsheet_formula_and_the_key_still_decodes() -> None:
+    # Given failed items whose keys (and so messages) would run as formulas in a spreadsheet
+    keys = ['=HYPERLINK("http://x","y").png', "-2+3.png", "@SUM(A1).png", "+1.png", "\tx.png"]
+    rows = [
+        csv_row(failed(key, "o/" + key, "u2netp", "undecodable", f"{key}: not an image"), "in")
+        for key in keys
+    ]
+
+    # Then no cell starts with = + - @ tab CR LF: the message gets a leading ', the key column is
+    # URL-encoded (a leading - as %2D), so it still decodes to the key
+    assert not [cell for row in rows for cell in row if cell.startswith(FORMULA_START)]
+    assert [row[6] for row in rows] == [f"'{key}: not an image" for key in keys]
+    assert [unquote_plus(row[1]) for row in rows] == keys
 
 
 def test_the_manifest_names_the_csv_its_md5_and_the_schema_in_row_order() -> None:

@@ -37,9 +37,21 @@ def test_nested_values_come_from_double_underscore_variables(monkeypatch) -> Non
     assert settings.model_dir == Path("/srv/models")
 
 
-def test_a_dotenv_file_in_the_working_directory_is_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_dotenv_file_in_the_working_directory_is_not_read_on_its_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / ".env").write_text("CUTOUT_ITEMS_PER_TASK=4\n")
+    assert load_settings().items_per_task == 16
+
+
+def test_the_file_named_by_cutout_env_file_is_read(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "fleet.env").write_text("CUTOUT_ITEMS_PER_TASK=4\n")
+    monkeypatch.setenv("CUTOUT_ENV_FILE", str(tmp_path / "fleet.env"))
     assert load_settings().items_per_task == 4
+
+
+def test_a_cutout_env_file_that_is_not_a_file_stops_start_up(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CUTOUT_ENV_FILE", str(tmp_path / "missing.env"))
+    with pytest.raises(ConfigError, match="CUTOUT_ENV_FILE"):
+        load_settings()
 
 
 @pytest.mark.parametrize(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, JpegImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from cutout_fleet.errors import ImageTooLarge, UndecodableImage
+from cutout_fleet.worker.imaging.budget import MemoryBudget
+from cutout_fleet.worker.imaging.strips import strip_rows
 
 # Only raster formats we expect in a catalog.  Restricting Pillow's plugins keeps exotic
 # decoders (EPS via Ghostscript, PSD, ...) out of reach of hostile uploads.
@@ -42,8 +46,14 @@ class DecodedImage:
     source_format: str
 
 
-def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> DecodedImage:
-    """Decode `data` or raise UndecodableImage / ImageTooLarge naming `name`."""
+def decode_image(
+    data: bytes, *, max_pixels: int, budget: MemoryBudget | None = None, name: str = "image"
+) -> DecodedImage:
+    """Decode `data` or raise UndecodableImage / ImageTooLarge naming `name`.
+
+    `budget` bounds the memory the whole pipeline would need for this image, checked from the header
+    before any pixel is decoded; None leaves only the pixel limit.
+    """
     if not data:
         raise UndecodableImage(f"{name}: the file is empty (0 bytes)")
     try:
@@ -57,6 +67,8 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
                     f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of "
                     f"{max_pixels:,} (CUTOUT_LIMITS__MAX_PIXELS)"
                 )
+            if budget is not None:
+                budget.check(width, height, has_alpha=_has_alpha(image), name=name)
             _refuse_costly_decoding(image, data, max_pixels=max_pixels, name=name)
             source_format = image.format or "unknown"
             image.seek(0)  # animated GIF/WebP: the first frame
@@ -77,7 +89,9 @@ def decode_image(data: bytes, *, max_pixels: int, name: str = "image") -> Decode
         raise ImageTooLarge(f"{name}: decoding ran out of memory") from exc
 
     try:
-        rgb, alpha = _split_alpha(_to_8bit(_to_srgb(_upright(image))))
+        # Each step releases the pixels of the image it replaces, so at most two full-size images
+        # (plus the alpha) are alive at once.
+        rgb, alpha = _split_alpha(_to_srgb(_to_8bit(_upright(image))))
     except (OSError, ValueError) as exc:
         raise UndecodableImage(f"{name}: cannot convert the image to RGB ({exc})") from exc
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
@@ -132,11 +146,17 @@ def jpeg_scan_count(data: bytes, *, stop_after: int) -> int:
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a broken EXIF block is ignored rather than failing the photo."""
-    try:
-        return ImageOps.exif_transpose(image) or image
-    except (OSError, ValueError, KeyError, TypeError, SyntaxError):
-        return image
+    """Apply the EXIF orientation in place (no copy when there is none); a broken EXIF block is ignored."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, SyntaxError):
+        ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def _replaced(old: Image.Image, new: Image.Image) -> Image.Image:
+    """`new`, with the pixels of `old` released now rather than when every reference to it is gone."""
+    if new is not old:
+        old.close()
+    return new
 
 
 def _to_srgb(image: Image.Image) -> Image.Image:
@@ -151,41 +171,66 @@ def _to_srgb(image: Image.Image) -> Image.Image:
     if image.mode in ("P", "PA") or (image.mode == "RGB" and "transparency" in image.info):
         # Palette colours need converting like any others, and a tRNS colour key would not
         # survive the conversion (ImageCms drops .info): go to RGB(A) first.
-        image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+        image = _replaced(image, image.convert("RGBA" if _has_alpha(image) else "RGB"))
     if image.mode not in ("RGB", "RGBA", "CMYK"):
         return image  # grey profiles: nothing to gain, and ImageCms output would need RGB input
-    has_alpha = image.mode == "RGBA"
+    alpha = image.getchannel("A") if image.mode == "RGBA" else None
+    colours = image.convert("RGB") if alpha is not None else image
     try:
+        # RGB is converted in place: no second full-size copy.
         converted = ImageCms.profileToProfile(
-            image.convert("RGB") if has_alpha else image,
+            colours,
             source,
             _SRGB,
             outputMode="RGB",
             renderingIntent=ImageCms.Intent.PERCEPTUAL,
+            inPlace=colours.mode == "RGB",
         )
     except (OSError, ImageCms.PyCMSError, ValueError):
+        if colours is not image:
+            colours.close()
         return image
-    assert converted is not None
-    if has_alpha:
-        converted.putalpha(image.getchannel("A"))
+    if converted is None:  # converted in place
+        converted = colours
+    if converted is not colours:
+        colours.close()
+    if image is not colours:
+        image.close()
+    if alpha is not None:
+        converted.putalpha(alpha)
     return converted
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
     """Bring 16-bit, 32-bit integer and float images to 8 bits by scaling, not by clipping."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.float64)
         # 16-bit modes always span 0..65535, even when this photo happens to be dark; only the
         # 32-bit "I" mode is ambiguous (some decoders widen 8- or 16-bit data into it).
-        sixteen_bit = image.mode != "I" or values.max(initial=0) > 255
+        sixteen_bit = image.mode != "I" or _maximum(image) > 255
         scale = 257.0 if sixteen_bit else 1.0
-        return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), mode="L")
+        return _replaced(image, _scaled_to_grey(image, lambda values: np.rint(values / scale)))
     if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        if values.max(initial=0) <= 1.0:
-            values = values * 255.0
-        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        factor = 255.0 if _maximum(image) <= 1.0 else 1.0
+        return _replaced(image, _scaled_to_grey(image, lambda values: values * factor))
     return image
+
+
+def _maximum(image: Image.Image) -> float:
+    """The largest pixel value, at least 0 (Pillow computes it in C, without a copy)."""
+    extrema = image.getextrema()
+    assert isinstance(extrema[1], int | float)  # one band
+    return max(float(extrema[1]), 0.0)
+
+
+def _scaled_to_grey(image: Image.Image, scale: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    """An "L" image of `scale(pixels)` clipped to 0..255, computed in float64 a strip at a time (a
+    float64 copy of a whole 64 Mpx image would be 512 MB)."""
+    width, height = image.size
+    grey = np.empty((height, width), dtype=np.uint8)
+    for top, bottom in strip_rows(width, height):
+        values = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float64)
+        grey[top:bottom] = np.clip(scale(values), 0, 255)
+    return Image.fromarray(grey)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -197,9 +242,10 @@ def _has_alpha(image: Image.Image) -> bool:
 def _split_alpha(image: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
     """RGB for the model (transparent areas flattened onto white) and the source alpha, if any."""
     if not _has_alpha(image):
-        return image.convert("RGB"), None
-    rgba = image.convert("RGBA")
-    alpha = np.asarray(rgba.getchannel("A"))
+        return _replaced(image, image.convert("RGB") if image.mode != "RGB" else image), None
+    rgba = _replaced(image, image.convert("RGBA") if image.mode != "RGBA" else image)
+    alpha = rgba.getchannel("A")
     white = Image.new("RGB", rgba.size, (255, 255, 255))
-    white.paste(rgba, mask=rgba.getchannel("A"))
-    return white, alpha.copy()
+    white.paste(rgba, mask=alpha)
+    rgba.close()
+    return white, np.array(alpha)

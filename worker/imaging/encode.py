@@ -9,8 +9,9 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from cutout_fleet.worker.imaging.composite import ALPHA, drop_hidden_colour
+from cutout_fleet.worker.imaging.composite import ALPHA, rgba_without_hidden_colour
 from cutout_fleet.worker.imaging.mask import offset_mask
+from cutout_fleet.worker.imaging.strips import strip_rows
 
 CONTENT_TYPES = {"png": "image/png", "webp": "image/webp"}
 WEBP_METHOD = 4
@@ -46,10 +47,28 @@ def encode_image(
 
 
 def _without_metadata_or_hidden_colour(image: Image.Image) -> Image.Image:
-    is_rgba = image.mode == "RGBA"
-    clean = Image.fromarray(drop_hidden_colour(np.array(image))) if is_rgba else image.copy()
-    clean.info = {}  # Pillow's PNG writer falls back to image.info for the ICC profile
+    """The pixels to write, with an empty .info (Pillow's PNG writer falls back to it for the ICC profile).
+
+    The caller's image is never changed, and it is copied only when it holds colour under alpha 0:
+    cutouts from `apply_background` never do, and a 64 Mpx RGBA copy is 256 MB.
+    """
+    image.load()
+    if image.mode == "RGBA" and _has_hidden_colour(image):
+        rgb, alpha = image.convert("RGB"), np.asarray(image.getchannel("A"))
+        clean = Image.fromarray(rgba_without_hidden_colour(rgb, alpha))
+    else:
+        clean = image._new(image.im)  # the same pixels (not copied) with info of its own
+    clean.info = {}
     return clean
+
+
+def _has_hidden_colour(rgba: Image.Image) -> bool:
+    width, height = rgba.size
+    for top, bottom in strip_rows(width, height):
+        strip = np.asarray(rgba.crop((0, top, width, bottom)))
+        if strip[strip[..., ALPHA] == 0, :ALPHA].any():
+            return True
+    return False
 
 
 def _lossy_webp(image: Image.Image, quality: int) -> bytes:
@@ -59,7 +78,7 @@ def _lossy_webp(image: Image.Image, quality: int) -> bytes:
     for attempt in dict.fromkeys([quality, WEBP_FALLBACK_QUALITY]):
         # exact=True: otherwise libwebp rewrites the RGB under alpha 0 to whatever compresses best.
         data = _save(image, "WEBP", quality=attempt, method=WEBP_METHOD, exact=True)
-        if hidden_colour_beyond(_decoded_rgba(data), LOSSY_SMEAR_REACH_PX) == 0:
+        if _decoded_hidden_colour_beyond(data, LOSSY_SMEAR_REACH_PX) == 0:
             return data
     return _lossless_webp(image)
 
@@ -71,15 +90,31 @@ def _lossless_webp(image: Image.Image) -> bytes:
 
 def hidden_colour_beyond(rgba: np.ndarray, reach_px: int) -> int:
     """How many alpha-0 pixels hold colour with no alpha > 0 pixel within `reach_px` in x and in y."""
+    return int(np.count_nonzero(_hidden_colour_beyond(rgba, reach_px)))
+
+
+def _hidden_colour_beyond(rgba: np.ndarray, reach_px: int) -> np.ndarray:
     alpha = rgba[..., ALPHA]
-    near_visible = offset_mask(np.where(alpha > 0, 255, 0).astype(np.uint8), reach_px) > 0
-    coloured = rgba[..., :ALPHA].any(axis=-1)
-    return int(np.count_nonzero(coloured & (alpha == 0) & ~near_visible))
+    near_visible = offset_mask((alpha > 0).view(np.uint8), reach_px) > 0
+    hidden: np.ndarray = np.asarray(rgba[..., :ALPHA].any(axis=-1))
+    hidden &= alpha == 0
+    hidden &= ~near_visible
+    return hidden
 
 
-def _decoded_rgba(data: bytes) -> np.ndarray:
+def _decoded_hidden_colour_beyond(data: bytes, reach_px: int) -> int:
+    """`hidden_colour_beyond` of the decoded `data`, a strip at a time (each with `reach_px` rows of
+    context above and below), so only the decoded image itself is full-size."""
     with Image.open(io.BytesIO(data)) as decoded:
-        return np.asarray(decoded.convert("RGBA"))
+        decoded.load()
+        width, height = decoded.size
+        count = 0
+        for top, bottom in strip_rows(width, height):
+            above, below = min(top, reach_px), min(height - bottom, reach_px)
+            strip = np.asarray(decoded.crop((0, top - above, width, bottom + below)).convert("RGBA"))
+            hidden = _hidden_colour_beyond(strip, reach_px)[above : above + bottom - top]
+            count += int(np.count_nonzero(hidden))
+        return count
 
 
 def _save(image: Image.Image, fmt: str, **options: Any) -> bytes:

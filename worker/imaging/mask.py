@@ -1,14 +1,18 @@
 """Mask refinement, with the semantics of the ComfyUI background-removal nodes the seed workflows use.
 
-Order: sensitivity -> Gaussian blur -> grow/shrink, all in pixels of the original image.
+Order: sensitivity -> Gaussian blur -> grow/shrink, all in pixels of the original image.  The float
+steps run a strip of rows at a time, so the only full-size arrays are uint8 (one byte per pixel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+from cutout_fleet.worker.imaging.prep import mask_strips_at_size
+from cutout_fleet.worker.imaging.strips import strip_rows
 
 
 def apply_sensitivity(mask: np.ndarray, sensitivity: float) -> np.ndarray:
@@ -26,7 +30,7 @@ def blur_mask(mask_u8: np.ndarray, radius_px: float) -> np.ndarray:
     """Gaussian blur of a uint8 mask with Pillow's radius (the nodes use Pillow too)."""
     if radius_px <= 0:
         return mask_u8
-    blurred = Image.fromarray(mask_u8, mode="L").filter(ImageFilter.GaussianBlur(radius=radius_px))
+    blurred = Image.fromarray(mask_u8).filter(ImageFilter.GaussianBlur(radius=radius_px))
     return np.asarray(blurred, dtype=np.uint8)
 
 
@@ -60,6 +64,22 @@ def _sliding_extreme(
     return np.moveaxis(covered[: moved.shape[0]], 0, axis)
 
 
+def alpha_at_size(mask: np.ndarray, size_wh: tuple[int, int], *, sensitivity: float = 1.0) -> np.ndarray:
+    """The model's small float mask -> uint8 at `size_wh`: `to_uint8(apply_sensitivity(mask_to_size(...)))`
+    without a full-size float copy."""
+    width, height = size_wh
+    return _to_uint8_strips(mask_strips_at_size(mask, size_wh), (height, width), sensitivity)
+
+
+def _to_uint8_strips(
+    strips: Iterable[tuple[int, int, np.ndarray]], shape_hw: tuple[int, int], sensitivity: float
+) -> np.ndarray:
+    alpha = np.empty(shape_hw, dtype=np.uint8)
+    for top, bottom, strip in strips:
+        alpha[top:bottom] = to_uint8(apply_sensitivity(strip, sensitivity))
+    return alpha
+
+
 def refine_mask(
     mask: np.ndarray,
     *,
@@ -69,10 +89,27 @@ def refine_mask(
     source_alpha: np.ndarray | None = None,
 ) -> np.ndarray:
     """Float mask at the original size -> the final uint8 alpha."""
-    alpha = offset_mask(
-        blur_mask(to_uint8(apply_sensitivity(mask, sensitivity)), mask_blur_px), mask_offset_px
+    height, width = mask.shape
+    strips = ((top, bottom, mask[top:bottom]) for top, bottom in strip_rows(width, height))
+    alpha = _to_uint8_strips(strips, (height, width), sensitivity)
+    return refine_alpha(
+        alpha, mask_blur_px=mask_blur_px, mask_offset_px=mask_offset_px, source_alpha=source_alpha
     )
+
+
+def refine_alpha(
+    alpha: np.ndarray,
+    *,
+    mask_blur_px: int = 0,
+    mask_offset_px: int = 0,
+    source_alpha: np.ndarray | None = None,
+) -> np.ndarray:
+    """A uint8 alpha (sensitivity applied) -> blurred, grown or shrunk, and within the source's alpha."""
+    refined = offset_mask(blur_mask(alpha, mask_blur_px), mask_offset_px)
     if source_alpha is not None:
         # What was transparent in the source stays transparent in the cutout.
-        alpha = np.minimum(alpha, source_alpha)
-    return alpha
+        if refined is alpha or not refined.flags.writeable:
+            bounded: np.ndarray = np.minimum(refined, source_alpha)
+            return bounded
+        np.minimum(refined, source_alpha, out=refined)  # an array of our own: no second copy
+    return refined

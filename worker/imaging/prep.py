@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 from PIL import Image
+
+from cutout_fleet.worker.imaging.strips import strip_rows
 
 Scale = Literal["max", "255"]
 Activation = Literal["none", "sigmoid"]
@@ -34,7 +37,8 @@ def to_model_input(
     dtype: np.dtype = _FLOAT32,
 ) -> np.ndarray:
     """An RGB image -> a [1, 3, H, W] tensor as the model's contract wants it."""
-    pixels: np.ndarray = np.asarray(smart_resize(image.convert("RGB"), size_wh), dtype=np.float32)
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # no full-size copy when it is RGB
+    pixels: np.ndarray = np.asarray(smart_resize(rgb, size_wh), dtype=np.float32)
     # rembg divides by the image's own maximum, not 255; the spec says which this model expects.
     divisor = max(float(pixels.max()), _EPS) if scale == "max" else 255.0
     pixels = pixels / divisor
@@ -60,9 +64,24 @@ def output_to_mask(raw: np.ndarray, activation: Activation) -> np.ndarray:
 
 def mask_to_size(mask: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     """Resize a float mask to the original image size (LANCZOS, as rembg does), clipped to 0..1."""
+    width, height = size_wh
+    resized = np.empty((height, width), dtype=np.float32)
+    for top, bottom, strip in mask_strips_at_size(mask, size_wh):
+        resized[top:bottom] = strip
+    return resized
+
+
+def mask_strips_at_size(mask: np.ndarray, size_wh: tuple[int, int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """`mask_to_size`, as (top, bottom, float32 rows) strips: only the resized image is full-size."""
+    width, height = size_wh
     if (mask.shape[1], mask.shape[0]) == size_wh:
-        same: np.ndarray = np.clip(mask, 0.0, 1.0).astype(np.float32, copy=False)
-        return same
-    resized = Image.fromarray(mask.astype(np.float32), mode="F").resize(size_wh, Image.Resampling.LANCZOS)
-    pixels: np.ndarray = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
-    return pixels
+        for top, bottom in strip_rows(width, height):
+            yield top, bottom, np.clip(mask[top:bottom], 0.0, 1.0).astype(np.float32, copy=False)
+        return
+    resized = Image.fromarray(mask.astype(np.float32)).resize(size_wh, Image.Resampling.LANCZOS)
+    try:
+        for top, bottom in strip_rows(width, height):
+            strip = np.asarray(resized.crop((0, top, width, bottom)), dtype=np.float32)
+            yield top, bottom, np.clip(strip, 0.0, 1.0)
+    finally:
+        resized.close()
