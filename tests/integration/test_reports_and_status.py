@@ -107,15 +107,15 @@ def test_the_csv_rows_follow_s3_batch_operations_and_the_manifest_describes_them
     ]
 
 
-def test_a_non_ascii_source_key_is_percent_encoded_in_the_outputs_metadata(
+def test_a_non_ascii_source_key_is_an_rfc2047_encoded_word_in_the_outputs_metadata(
     fleet: Fleet, finished: FinishedJob
 ) -> None:
     # Given the cutout of a photo whose key is not ASCII
     # When its metadata is read
     meta = fleet.s3.head_object(Bucket=finished.bucket, Key="o/chelsea-ü.png")["Metadata"]
 
-    # Then the source key is the percent-encoding of its UTF-8 bytes
-    assert meta["cutout-source-key"] == "p/chelsea-%C3%BC.png"
+    # Then the source key is a base64 encoded word of its UTF-8 bytes
+    assert meta["cutout-source-key"] == "=?UTF-8?B?cC9jaGVsc2VhLcO8LnBuZw==?="
 
 
 def test_a_failed_line_says_its_output_was_never_written(fleet: Fleet, finished: FinishedJob) -> None:
