@@ -151,7 +151,12 @@ class WorkerSettings(BaseModel):
     models: list[str] = Field(default_factory=lambda: ["u2netp"])
     # Sessions kept per process for models outside `models`, loaded on first use.
     max_sessions: Annotated[int, Field(ge=1)] = 2
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    # onnxruntime providers, in order, for every model.  Empty: by the model's queue, CUDA -> CPU for a
+    # gpu model and CPU alone for a cpu model (worker/models/providers.py).
+    providers: list[str] = Field(default_factory=list)
+    # A gpu model whose session did not get CUDA is refused (onnxruntime falls back to the CPU silently,
+    # ~100x slower) unless this is true.
+    allow_cpu: bool = False
     item_time_limit_s: Annotated[float, Field(gt=0)] = 300.0
     # The hard limit (the pool child is killed) comes this long after the soft one, which lets the
     # task record a clean `timeout`; a native call that ignores the soft limit meets the hard one.
@@ -172,6 +177,32 @@ class WorkerSettings(BaseModel):
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0
     max_memory_per_child_kb: Annotated[int, Field(ge=0)] = 0
     loglevel: str = "INFO"
+
+
+# What happens to a cutout the safety gate did not allow: not written (drop), written under the
+# quarantine prefix instead of its output key (quarantine), or written as usual (write).  The same
+# values as the job options' (cutout_fleet/options.py); a review is never dropped.
+BlockAction = Literal["drop", "quarantine", "write"]
+ReviewAction = Literal["quarantine", "write"]
+
+
+class SafetySettings(BaseModel):
+    """Safety verdicts (`--safety`): the gate's policy file and what becomes of flagged outputs."""
+
+    # None: the built-in config/safety_policy.toml.  Producer and workers must read the same file.
+    policy_file: FilePath | None = None
+    # Below the output prefix, like _reports/: OUT/_quarantine/<output key>.
+    quarantine_prefix: str = "_quarantine"
+    on_block: BlockAction = "drop"
+    on_review: ReviewAction = "quarantine"
+
+    @field_validator("quarantine_prefix")
+    @classmethod
+    def _relative_folder(cls, value: str) -> str:
+        folder = value.strip("/")
+        if not folder or any(part in ("", ".", "..") for part in folder.split("/")):
+            raise ValueError("must be a folder name below the output prefix, such as _quarantine")
+        return folder
 
 
 class FlowerSettings(BaseModel):
@@ -218,6 +249,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
     job_ttl_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     status_poll_s: Annotated[float, Field(gt=0)] = 0.5
 

@@ -13,6 +13,12 @@ from cutout_fleet.errors import InvalidOptions
 
 OutputFormat = Literal["png", "webp"]
 RGB = tuple[int, int, int]
+# none: no safety check; light: NudeNet's detections and the gate (cutout_fleet.safety).
+SafetyLevel = Literal["none", "light"]
+BlockAction = Literal["drop", "quarantine", "write"]  # what a `block` decision does with the cutout
+ReviewAction = Literal["quarantine", "write"]  # what a `review` decision does with it
+# simple: the cutout (and the safety level asked for); full: + caption and classifier (not yet built).
+Workflow = Literal["simple", "full"]
 
 SENSITIVITY_RANGE = (0.0, 1.0)
 MASK_BLUR_RANGE_PX = (0, 64)
@@ -51,6 +57,20 @@ class ImageOptions(BaseModel):
     mask_blur_px: Annotated[int, Field(ge=MASK_BLUR_RANGE_PX[0], le=MASK_BLUR_RANGE_PX[1])] = 0
     mask_offset_px: Annotated[int, Field(ge=MASK_OFFSET_RANGE_PX[0], le=MASK_OFFSET_RANGE_PX[1])] = 0
     format: OutputFormat = "png"
+    safety: SafetyLevel = "none"
+    on_block: BlockAction = "drop"
+    on_review: ReviewAction = "quarantine"
+    workflow: Workflow = "simple"
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow_built(cls, value: str) -> str:
+        if value == "full":
+            raise ValueError(
+                "--workflow full (caption and classifier after the cutout) is not available yet; use "
+                "--workflow simple, with --safety light for NudeNet and the gate"
+            )
+        return value
 
     @field_validator("background")
     @classmethod
@@ -78,18 +98,26 @@ def make_options(**values: object) -> ImageOptions:
         raise InvalidOptions(f"invalid options: {problems}") from exc
 
 
-def options_hash(options: ImageOptions, model_checksum: str) -> str:
-    """A stable digest of everything that decides the output pixels.
+# Options that matter only when a safety level is asked for: without one, they change nothing.
+SAFETY_CONSEQUENCES = frozenset({"on_block", "on_review"})
 
-    The model's file checksum is part of it, so replacing a model's weights invalidates old outputs.
+
+def options_hash(options: ImageOptions, model_checksum: str, safety_fingerprint: str | None = None) -> str:
+    """A stable digest of everything that decides the outputs: pixels, verdict and where they go.
+
+    The model's file checksum is part of it, so replacing a model's weights invalidates old outputs; so
+    is the safety fingerprint (policy version, safety model checksums) when a safety level is asked for.
     """
     defaults = ImageOptions(model=options.model)
     changed = {
         # `+ 0.0` folds -0.0 into 0.0: equal options must give equal hashes.
         name: value + 0.0 if isinstance(value, float) else value
         for name, value in options.model_dump().items()
-        if name == "model" or value != getattr(defaults, name)
+        if (name == "model" or value != getattr(defaults, name))
+        and not (options.safety == "none" and name in SAFETY_CONSEQUENCES)
     }
     changed["model_checksum"] = model_checksum
+    if options.safety != "none":
+        changed["safety_fingerprint"] = safety_fingerprint or ""
     canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
     return f"{OPTIONS_HASH_VERSION}-{hashlib.sha256(canonical.encode()).hexdigest()[:32]}"

@@ -31,6 +31,9 @@ class Outcome:
     # False on a failed item whose `output_key` this job never wrote (an older output may still be there);
     # None (left out of the JSON) otherwise.
     output_written: bool | None = None
+    # With a safety level: where the verdict JSON is, and the gate's allow / review / block.
+    verdict_key: str | None = None
+    decision: str | None = None
 
     @property
     def item_id(self) -> str:
@@ -43,7 +46,8 @@ class Outcome:
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Outcome:
-        return cls(**json.loads(line))
+        # to_json leaves out None: a dropped cutout (a safety `block`) has no output key.
+        return cls(**{"output_key": None, **json.loads(line)})
 
 
 def failed(

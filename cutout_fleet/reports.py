@@ -69,6 +69,7 @@ def summarize(job: JobRecord, stage_ms: dict[str, list[float]], failures: Counte
         # so counting them would report thousands of images per second for a job where nothing worked.
         "images_per_s": round(job.succeeded / duration_s, 3) if job.succeeded and duration_s > 0 else None,
         "failures_by_code": dict(sorted(failures.items())),
+        "decisions": dict(sorted(job.decisions.items())),
         "median_timings_ms": {
             stage: round(statistics.median(values), 2) for stage, values in sorted(stage_ms.items()) if values
         },

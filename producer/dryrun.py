@@ -18,6 +18,7 @@ from cutout_fleet.producer.enqueue import (
     item_source_uri,
 )
 from cutout_fleet.producer.listing import ListingChunk, SourceItem
+from cutout_fleet.safety import NO_SAFETY, GatePolicy, safety_fingerprint, verdict_key
 from cutout_fleet.state import Claim, JobSpec, RedisJobStore
 from cutout_fleet.state.redis_keys import DRY_RUN_JOB_PREFIX
 from cutout_fleet.storage import Storage
@@ -48,7 +49,11 @@ class DryRunReport:
 
 
 def _check(
-    item: SourceItem, request: EnqueueRequest, open_storage: Callable[[str], Storage], catalog: Catalog
+    item: SourceItem,
+    request: EnqueueRequest,
+    open_storage: Callable[[str], Storage],
+    catalog: Catalog,
+    policy: GatePolicy | None,
 ) -> tuple[bool, int | None]:
     """(already done?, size) for one item: HEADs only, nothing is downloaded."""
     options = effective_options(request, item)
@@ -60,8 +65,11 @@ def _check(
         etag, size = meta.get("etag"), int(meta["size"]) if meta.get("size") else None
     if request.force:
         return False, size
-    digest = options_hash(options, catalog.get(options.model).checksum)
-    existing = out.head_metadata(item_output_key(request, item, options))
+    # With a safety level the verdict is the item's "up to date" marker (worker/verdicts.py).
+    fingerprint = safety_fingerprint(options.safety, policy) if policy is not None else None
+    digest = options_hash(options, catalog.get(options.model).checksum, fingerprint)
+    output_key = item_output_key(request, item, options)
+    existing = out.head_metadata(output_key if options.safety == NO_SAFETY else verdict_key(output_key))
     return up_to_date(source, item.key, existing, digest, source_etag=etag), size
 
 
@@ -73,6 +81,7 @@ def dry_run(
     catalog: Catalog,
     *,
     live_processes: int | None,
+    policy: GatePolicy | None = None,
 ) -> DryRunReport:
     """Walk the same items enqueue would, detect collisions exactly and outputs already up to date."""
     report = DryRunReport()
@@ -85,7 +94,9 @@ def dry_run(
         with ThreadPoolExecutor(HEAD_THREADS) as pool:
             for chunk in chunks:
                 fresh = _claim_chunk(chunk, request, store, scratch, report)
-                for done, size in pool.map(lambda it: _check(it, request, open_storage, catalog), fresh):
+                for done, size in pool.map(
+                    lambda it: _check(it, request, open_storage, catalog, policy), fresh
+                ):
                     report.already_done += done
                     if size is None:
                         report.unknown_sizes += 1

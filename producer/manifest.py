@@ -41,6 +41,10 @@ OPTION_FIELDS = {
     "mask_blur": "mask_blur_px",
     "mask_offset": "mask_offset_px",
     "format": "format",
+    "safety": "safety",
+    "on_block": "on_block",
+    "on_review": "on_review",
+    "workflow": "workflow",
 }
 _FLAG_NAMES = {field: name for name, field in OPTION_FIELDS.items()}
 JSONL_FIELDS = ("key", "bucket", "version", *OPTION_FIELDS)

@@ -24,7 +24,7 @@ from cutout_fleet.notify import check_notify_url
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.producer.dryrun import DryRunReport, dry_run
 from cutout_fleet.producer.enqueue import EnqueueRequest
-from cutout_fleet.producer.fleet import QueueFleet, queue_fleet
+from cutout_fleet.producer.fleet import QueueFleet, queue_fleet, safety_refusal, safety_warning
 from cutout_fleet.producer.listing import (
     KeyFilter,
     ListingChunk,
@@ -35,6 +35,7 @@ from cutout_fleet.producer.listing import (
 from cutout_fleet.producer.manifest import ManifestFormat, iter_manifest, scan_manifest
 from cutout_fleet.producer.manifest_lines import manifest_etag
 from cutout_fleet.routing import queue_for_model
+from cutout_fleet.safety import load_policy
 from cutout_fleet.state import FailureGuard, RedisJobStore
 from cutout_fleet.storage import Location, S3Storage, StorageOpener, parse_location
 
@@ -144,7 +145,13 @@ def dry_run_plan(
     fleet = fleet or check_fleet(settings, plan)
     catalog = load_catalog(settings)
     report = dry_run(
-        plan.request, plan.chunks, store, plan.open_storage, catalog, live_processes=fleet.processes
+        plan.request,
+        plan.chunks,
+        store,
+        plan.open_storage,
+        catalog,
+        live_processes=fleet.processes,
+        policy=load_policy(settings.safety.policy_file),
     )
     report.warnings = list(fleet.warnings)
     return report
@@ -174,6 +181,13 @@ def check_fleet(settings: Settings, plan: JobPlan) -> FleetCheck:
                 f"{model!r} starts"
             )
     main_queue = plan.request.queue_for(plan.request.options.model)
+    level = plan.request.options.safety
+    # The job's safety level, on its main queue (a manifest line's own level is not checked here: a
+    # worker without its stages records them as missing, and the gate's policy decides).
+    if refusal := safety_refusal(fleets[main_queue], level):
+        raise JobRefused(refusal)
+    if warning := safety_warning(fleets[main_queue], level):
+        warnings.append(warning)
     return FleetCheck(fleets[main_queue].processes, tuple(warnings))
 
 

@@ -181,6 +181,9 @@ def format_live(status: LiveStatus) -> str:
             f"{code} {n}" for code, n in sorted(job.failures_by_code.items(), key=lambda x: -x[1])
         )
         lines.append(f"  failures by reason: {reasons}")
+    if job.decisions:
+        decided = ", ".join(f"{name} {n}" for name, n in sorted(job.decisions.items()))
+        lines.append(f"  safety decisions: {decided}")
     if job.stop_reason:
         lines.append(f"  stopped: {job.stop_reason}")
     for task in status.stalled:

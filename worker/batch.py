@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property, partial
 
 from cutout_fleet.catalog import Catalog
 from cutout_fleet.config.settings import Settings
@@ -22,12 +23,15 @@ from cutout_fleet.items import ItemRef
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
 from cutout_fleet.outcomes import Outcome
+from cutout_fleet.safety import NO_SAFETY, safety_fingerprint
 from cutout_fleet.state import CANCELLED, STOPPED, JobStore
 from cutout_fleet.storage import Storage, parse_location
 from cutout_fleet.worker.interrupts import ItemTimeLimit
 from cutout_fleet.worker.pipeline import Cutter, ItemContext, MaskPredictor, process_item
+from cutout_fleet.worker.safety.stages import SafetyStages
 from cutout_fleet.worker.scope import scope_problem
 from cutout_fleet.worker.sessions import SessionPool
+from cutout_fleet.worker.verdicts import SafetyContext, gate_policy
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,11 @@ class BatchRuntime:
     local_folders: bool = False
     # Runs the image pipeline in place of `sessions` (`cutout run`: a child process); None: in this process.
     cutter: Cutter | None = None
+
+    @cached_property
+    def safety_stages(self) -> SafetyStages:
+        """This process's safety detectors (loaded on first use, by the first item with a safety level)."""
+        return SafetyStages(self.settings)
 
 
 @dataclass
@@ -125,18 +134,38 @@ def _predictor(runtime: BatchRuntime, model: str) -> Callable[[], MaskPredictor]
     return load
 
 
+def _safety_context(message: TaskMessage, runtime: BatchRuntime) -> SafetyContext | None:
+    options = message.options
+    if options.safety == NO_SAFETY:
+        return None
+    settings = runtime.settings.safety
+    return SafetyContext(
+        level=options.safety,
+        policy=gate_policy(settings.policy_file),
+        on_block=options.on_block,
+        on_review=options.on_review,
+        out_prefix=parse_location(message.out).prefix,
+        quarantine_prefix=settings.quarantine_prefix,
+        # A cutter (`cutout run`'s child process) runs the stages itself, with the cutout.
+        inspect=partial(runtime.safety_stages.run, options.safety) if runtime.cutter is None else None,
+    )
+
+
 def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
     spec = runtime.catalog.get(message.options.model)
+    safety = _safety_context(message, runtime)
+    fingerprint = safety_fingerprint(safety.level, safety.policy) if safety else None
     return ItemContext(
         source=runtime.open_storage(message.source),
         out=runtime.open_storage(message.out),
         options=message.options,
-        options_hash=options_hash(message.options, spec.checksum),
+        options_hash=options_hash(message.options, spec.checksum, fingerprint),
         limits=runtime.settings.limits,
         predictor=_predictor(runtime, message.options.model),
         force=message.force,
         item_options=dict(message.item_options) if message.item_options else None,
         cutter=runtime.cutter,
+        safety=safety,
     )
 
 

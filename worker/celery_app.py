@@ -28,7 +28,7 @@ from cutout_fleet.worker import drain
 from cutout_fleet.worker.batch import BatchRuntime
 from cutout_fleet.worker.membership import Membership
 from cutout_fleet.worker.runtime import current_membership, current_runtime, worker_settings
-from cutout_fleet.worker.sessions import check_models_installed
+from cutout_fleet.worker.sessions import check_gpu_models, check_models_installed
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,23 @@ def send_batch(queue: str, message: TaskMessage, countdown: float | None = None)
     )
 
 
+def consumed_queues(worker: Any) -> set[str]:
+    """The queues a starting worker (worker_init's sender) consumes: -Q, else every queue it knows."""
+    try:
+        return set(worker.app.amqp.queues.consume_from)
+    except AttributeError:
+        return set()
+
+
 @signals.worker_init.connect
-def _check_models(**_: object) -> None:
-    """Refuse to start a worker whose models are missing or damaged, with the command to fix it."""
+def _check_models(sender: Any = None, **_: object) -> None:
+    """Refuse to start a worker whose models are missing or damaged, with the command to fix it, or
+    whose gpu models would run without CUDA (unless CUTOUT_WORKER__ALLOW_CPU=true)."""
     try:
         settings = worker_settings()
-        check_models_installed(settings, load_catalog(settings))
+        catalog = load_catalog(settings)
+        check_models_installed(settings, catalog)
+        check_gpu_models(settings, catalog, consumed_queues(sender))
     except ConfigError as exc:
         log.critical("%s", exc)
         print(f"cutout worker: {exc}", file=sys.stderr, flush=True)

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkContext, SpawnContext
 from multiprocessing.process import BaseProcess
@@ -29,7 +30,9 @@ from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import ImageLimits, Settings
 from cutout_fleet.errors import ConfigError, ModelError, PermanentError
 from cutout_fleet.options import ImageOptions
+from cutout_fleet.safety import NO_SAFETY
 from cutout_fleet.worker.pipeline import Cutout, Timings, make_cutout
+from cutout_fleet.worker.safety.stages import SafetyStages
 from cutout_fleet.worker.sessions import SessionPool
 
 log = logging.getLogger(__name__)
@@ -171,6 +174,7 @@ def _serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this process
     _die_with(parent_pid)
     sessions = SessionPool(settings, load_catalog(settings))
+    safety_stages = SafetyStages(settings)  # loads NudeNet on the first item that asks for it
     try:
         sessions.warm_up()
         conn.send(None)
@@ -187,7 +191,8 @@ def _serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
         timings = Timings()
         try:
             predictor = sessions.get(options.model)
-            cutout = make_cutout(data, predictor, options, limits, timings, name=name)
+            inspect = None if options.safety == NO_SAFETY else partial(safety_stages.run, options.safety)
+            cutout = make_cutout(data, predictor, options, limits, timings, name=name, inspect=inspect)
         except ConfigError as exc:
             conn.send(("error", ModelError(str(exc), code="model_error"), timings.ms))
         except Exception as exc:  # the parent's process_item turns it into the item's outcome

@@ -1,4 +1,5 @@
-"""One item end to end: download -> decode -> model -> refine -> background -> encode -> upload.
+"""One item end to end: download -> decode -> [safety stages] -> model -> refine -> background -> encode
+-> upload (and, with a safety level, the verdict JSON and its decision's consequence: worker/verdicts.py).
 
 `make_cutout` is the image pipeline (bytes in, bytes out, no storage); `process_item` adds the
 object store around it and turns every failure of the item into an Outcome, except a TransientError
@@ -19,17 +20,20 @@ from PIL import Image
 
 from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import FailedAfterWork, PermanentError, TransientError
-from cutout_fleet.freshness import output_matches, output_metadata, up_to_date
+from cutout_fleet.freshness import output_metadata, up_to_date
 from cutout_fleet.items import ItemRef
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
-from cutout_fleet.storage import Storage, WriteConflict
+from cutout_fleet.storage import Storage
+from cutout_fleet.worker.conditional_write import put_checked
 from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
 from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
 from cutout_fleet.worker.imaging.mask import alpha_at_size, refine_alpha
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.safety.stages import StageRun
+from cutout_fleet.worker.verdicts import SafetyContext, Written, write_with_verdict
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,11 @@ class Cutout:
     content_type: str
     width: int
     height: int
+    safety: StageRun | None = None  # the safety stages' results, when the job asked for a level
+
+
+# Runs a job's safety stages on the decoded source (RGB, EXIF-oriented): `SafetyStages.run` for a level.
+Inspector = Callable[[Image.Image], StageRun]
 
 
 def make_cutout(
@@ -75,8 +84,10 @@ def make_cutout(
     timings: Timings,
     *,
     name: str = "image",
+    inspect: Inspector | None = None,
 ) -> Cutout:
     """The image pipeline on bytes; raises PermanentError for inputs that cannot be processed.
+    `inspect`, when given, runs the safety stages on the decoded source before the model.
 
     Each full-size intermediate is dropped as soon as the next stage has what it needs: the peak is the
     decoded RGB, the alpha and the RGBA cutout together (worker/imaging/budget.py has the figures).
@@ -86,6 +97,10 @@ def make_cutout(
         decoded = decode_image(data, max_pixels=limits.max_pixels, budget=budget, name=name)
     rgb, source_alpha = decoded.rgb, decoded.alpha
     del decoded
+    stage_run = None
+    if inspect is not None:
+        with timings.stage("safety"):
+            stage_run = inspect(rgb)
     with timings.stage("model"):
         small_mask = predictor.predict(rgb)
     with timings.stage("mask"):
@@ -109,7 +124,7 @@ def make_cutout(
         )
     width, height = image.size
     image.close()
-    return Cutout(encoded, CONTENT_TYPES[options.format], width, height)
+    return Cutout(encoded, CONTENT_TYPES[options.format], width, height, stage_run)
 
 
 @dataclass(frozen=True)
@@ -126,16 +141,18 @@ class ItemContext:
     # Per-key options that differ from the job's, carried into each Outcome so `retry` can rebuild the task.
     item_options: dict[str, object] | None = None
     cutter: Cutter | None = None  # None: `make_cutout` in this process, with `predictor`
+    safety: SafetyContext | None = None  # the job asked for a safety level (options.safety)
 
     def outcome(
         self,
         item: ItemRef,
-        output_key: str,
+        output_key: str | None,
         status: Status,
         timings_ms: dict[str, float] | None = None,
         *,
         code: str | None = None,
         error: str | None = None,
+        written: Written | None = None,
     ) -> Outcome:
         return Outcome(
             item.key,
@@ -150,6 +167,8 @@ class ItemContext:
             options=self.item_options,
             # A failed item never reaches a successful write: its output (if any) is not this job's.
             output_written=False if status == "failed" else None,
+            verdict_key=written.verdict_key if written else None,
+            decision=written.decision if written else None,
         )
 
 
@@ -161,50 +180,67 @@ def write_output(
     seen: dict[str, str] | None,
     source_etag: str,
 ) -> None:
-    """Write only over what was checked: absent -> If-None-Match, present -> If-Match its ETag.
-
-    A redelivered task racing its twin loses the condition; if the winner wrote the same source and
-    options, that is success, otherwise the item is retried (WriteConflict is a TransientError).
-    """
-    try:
-        ctx.out.put(
-            output_key,
-            cutout.data,
-            content_type=cutout.content_type,
-            metadata=metadata,
-            if_none_match=seen is None,
-            if_match=None if seen is None else seen.get("etag"),
-        )
-    except WriteConflict:
-        if not output_matches(ctx.out.head_metadata(output_key), source_etag, ctx.options_hash):
-            raise
+    """The cutout at `output_key`, written only over what was checked (see conditional_write.py)."""
+    put_checked(
+        ctx.out,
+        output_key,
+        cutout.data,
+        content_type=cutout.content_type,
+        metadata=metadata,
+        seen=seen,
+        source_etag=source_etag,
+        options_hash=ctx.options_hash,
+    )
 
 
-def _cut_out(item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings) -> Status:
+def _cut_out(
+    item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings
+) -> tuple[Status, Written | None]:
+    # With a safety level the verdict is the "up to date" marker: a dropped cutout leaves no output.
+    marker_key = ctx.safety.verdict_key(output_key) if ctx.safety else output_key
     with timings.stage("check"):
-        seen = ctx.out.head_metadata(output_key)  # also the ETag a rewrite is conditional on
+        seen = ctx.out.head_metadata(marker_key)  # also the ETag a rewrite is conditional on
         if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
-            return "skipped"
+            return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
     with timings.stage("download"):
         source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
+    inspect = ctx.safety.inspect if ctx.safety else None
     if ctx.cutter is None:
-        cutout = make_cutout(source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key)
+        cutout = make_cutout(
+            source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key, inspect=inspect
+        )
     else:
         cutout = ctx.cutter(source.data, ctx.options, ctx.limits, timings, name=item.key)
     metadata = output_metadata(source.etag, item.key, ctx.options.model, ctx.options_hash)
     with timings.stage("upload"):
         try:
-            write_output(ctx, output_key, cutout, metadata, seen, source.etag)
+            if ctx.safety is None:
+                write_output(ctx, output_key, cutout, metadata, seen, source.etag)
+                return "succeeded", None
+            assert cutout.safety is not None, "a job with a safety level ran no safety stages"
+            written = write_with_verdict(
+                ctx.safety,
+                ctx.out,
+                item,
+                output_key,
+                cutout,
+                cutout.safety,
+                metadata,
+                seen,
+                source.etag,
+                ctx.options_hash,
+                timings.ms,
+            )
+            return "succeeded", written
         except TransientError as exc:
             raise FailedAfterWork(str(exc)) from exc
-    return "succeeded"
 
 
 def process_item(item: ItemRef, output_key: str, ctx: ItemContext) -> Outcome:
     """Process one item.  Permanent failures become a failed Outcome; TransientError propagates for retry."""
     timings = Timings()
     try:
-        status = _cut_out(item, output_key, ctx, timings)
+        status, written = _cut_out(item, output_key, ctx, timings)
     except TransientError:
         raise
     except INTERRUPTS:
@@ -219,4 +255,6 @@ def process_item(item: ItemRef, output_key: str, ctx: ItemContext) -> Outcome:
         log.exception("item %s failed unexpectedly", item.id)
         message = f"{item.key}: {type(exc).__name__}: {exc}"
         return ctx.outcome(item, output_key, "failed", timings.ms, code="internal_error", error=message)
-    return ctx.outcome(item, output_key, status, timings.ms)
+    # With a verdict, the report names where the cutout went: quarantined elsewhere, or None: dropped.
+    reported_key = written.cutout_key if written is not None else output_key
+    return ctx.outcome(item, reported_key, status, timings.ms, written=written)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Collection
 
 from cutout_fleet.catalog import Catalog, verify_checksum
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
+from cutout_fleet.worker.models.providers import check_gpu_providers, probe_providers, providers_for
 from cutout_fleet.worker.models.runner import ModelSession, missing_model_message
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,12 @@ class SessionPool:
         session = ModelSession(
             spec,
             self.settings.model_dir,
-            providers=worker.providers,
+            providers=providers_for(spec, worker),
             intra_op_threads=worker.intra_op_threads,
         )
+        warning = check_gpu_providers(spec, session.providers, allow_cpu=worker.allow_cpu)
+        if warning:
+            log.warning("%s", warning)
         self._sessions[name] = session
         extras = [n for n in self._sessions if n not in self.pinned]
         while extras and len(extras) > worker.max_sessions:
@@ -65,3 +70,27 @@ def check_models_installed(settings: Settings, catalog: Catalog) -> None:
         if not path.is_file():
             raise ConfigError(missing_model_message(spec, path))
         verify_checksum(spec, path, str(path))
+
+
+def check_gpu_models(settings: Settings, catalog: Catalog, queues: Collection[str]) -> None:
+    """Start-up check in the parent process, before any task: every pinned gpu model gets CUDA, unless
+    CUTOUT_WORKER__ALLOW_CPU=true.  Each is loaded once in a child process to see what it really gets."""
+    worker = settings.worker
+    gpu_models = [catalog.get(name) for name in worker.models if catalog.get(name).queue == "gpu"]
+    if settings.queues.gpu in queues and not gpu_models:
+        log.warning(
+            "this worker consumes the %s queue but CUTOUT_WORKER__MODELS names no gpu model: whether it gets "
+            "CUDA is known only when a task first loads one",
+            settings.queues.gpu,
+        )
+    if worker.allow_cpu:
+        return  # each process logs the providers its sessions got, and a warning for a gpu model without CUDA
+    for spec in gpu_models:
+        got = probe_providers(
+            spec,
+            settings.model_dir,
+            providers_for(spec, worker),
+            intra_op_threads=worker.intra_op_threads,
+        )
+        check_gpu_providers(spec, got, allow_cpu=False)
+        log.info("model %s gets providers %s", spec.name, got)

@@ -123,6 +123,33 @@ def image_options(func: F) -> F:
             "Grow (+) or shrink (-) the mask by this many pixels, after the blur.",
         ),
         click.option("--format", "fmt", type=click.Choice(["png", "webp"]), default="png", show_default=True),
+        click.option(
+            "--safety",
+            type=click.Choice(["none", "light"]),
+            default="none",
+            show_default=True,
+            help="light: NudeNet's detections and the gate decide allow / review / block for each image, "
+            "written as OUTPUT_STEM.verdict.json beside the cutout (needs the safety-light extra).",
+        ),
+        click.option(
+            "--on-block",
+            type=click.Choice(["drop", "quarantine", "write"]),
+            default=None,
+            help="What a `block` decision does with the cutout [default: CUTOUT_SAFETY__ON_BLOCK, drop].",
+        ),
+        click.option(
+            "--on-review",
+            type=click.Choice(["quarantine", "write"]),
+            default=None,
+            help="What a `review` decision does with it [default: CUTOUT_SAFETY__ON_REVIEW, quarantine].",
+        ),
+        click.option(
+            "--workflow",
+            type=click.Choice(["simple", "full"]),
+            default="simple",
+            show_default=True,
+            help="simple: the cutout and the --safety level; full (caption, classifier) is not built yet.",
+        ),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -134,6 +161,8 @@ def build_options(settings: Settings, model: str | None, fmt: str, **values: Any
     from cutout_fleet.catalog import load_catalog
 
     name = model or settings.default_model
+    values["on_block"] = values.get("on_block") or settings.safety.on_block
+    values["on_review"] = values.get("on_review") or settings.safety.on_review
     try:
         load_catalog(settings).get(name)
         return make_options(model=name, format=fmt, **values)

@@ -10,6 +10,7 @@ import click
 
 from cutout_fleet.cli.common import build_options, image_options, location, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
+from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, InvalidOptions
 from cutout_fleet.storage import Location
 
@@ -83,10 +84,27 @@ def _print_run(result: EmbeddedResult, dst: Location, as_json: bool) -> None:
         click.echo(f"report: {dst.uri.rstrip('/')}/{result.report_key.removeprefix(dst.prefix).lstrip('/')}")
 
 
+# One process owns a GPU: a second would load a second copy of the model into its memory and contend for it.
+GPU_QUEUE_CONCURRENCY = 1
+
+
+def worker_concurrency(settings: Settings, queues: list[str]) -> int:
+    """A worker's processes when --concurrency is not given: CUTOUT_WORKER__CONCURRENCY when it is set,
+    else 1 on the gpu queue and the setting's default elsewhere."""
+    worker = settings.worker
+    if settings.queues.gpu in queues and "concurrency" not in worker.model_fields_set:
+        return GPU_QUEUE_CONCURRENCY
+    return worker.concurrency
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--queue", "-Q", default="cpu", show_default=True, help="Queue(s) to consume, comma-separated.")
 @click.option(
-    "--concurrency", "-c", type=int, default=None, help="Processes [default: CUTOUT_WORKER__CONCURRENCY]."
+    "--concurrency",
+    "-c",
+    type=int,
+    default=None,
+    help="Processes [default: CUTOUT_WORKER__CONCURRENCY; on the gpu queue 1 unless that is set].",
 )
 @click.option("--hostname", "-n", default=None, help="Node name [default: QUEUE@%h].")
 @click.option("--loglevel", "-l", default=None)
@@ -94,7 +112,11 @@ def _print_run(result: EmbeddedResult, dst: Location, as_json: bool) -> None:
 def worker(
     ctx: click.Context, queue: str, concurrency: int | None, hostname: str | None, loglevel: str | None
 ) -> None:
-    """Start a Celery worker on a queue with the fleet's defaults (extra args go to celery)."""
+    """Start a Celery worker on a queue with the fleet's defaults (extra args go to celery).
+
+    A worker whose CUTOUT_WORKER__MODELS include a gpu model refuses to start when that model's session does
+    not get CUDA, unless CUTOUT_WORKER__ALLOW_CPU=true.
+    """
     settings = settings_or_exit()
     from cutout_fleet.catalog import load_catalog
     from cutout_fleet.worker.sessions import check_models_installed
@@ -108,7 +130,7 @@ def worker(
         "--queues",
         queue,
         "--concurrency",
-        str(concurrency or settings.worker.concurrency),
+        str(concurrency or worker_concurrency(settings, queue.split(","))),
         "--loglevel",
         loglevel or settings.worker.loglevel,
         "--hostname",
@@ -147,15 +169,22 @@ def models_list(as_json: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is present.")
 def models_pull(names: tuple[str, ...], force: bool) -> None:
-    """Download models into CUTOUT_MODEL_DIR, checking each against its published checksum."""
-    from cutout_fleet.catalog import load_catalog
+    """Download models into CUTOUT_MODEL_DIR, checking each against its published checksum.
+
+    Where only a size and the start of a sha256 are published (ben2), the first pull records the file's
+    full sha256 in the user catalogue (CUTOUT_MODEL_CATALOG, else CUTOUT_MODEL_DIR/pulled.toml), and every
+    later load checks it.
+    """
+    from cutout_fleet.catalog import load_catalog, user_catalog_path
     from cutout_fleet.worker.models.pull import pull_model
 
     settings = settings_or_exit()
+    record_in = user_catalog_path(settings)
     with reported():
         catalog = load_catalog(settings)
         for name in names:
             spec = catalog.get(name)
+            first_pull = spec.full_checksum() is None
             with click.progressbar(
                 length=spec.size_bytes or 0, label=f"pulling {name}", file=sys.stderr
             ) as bar:
@@ -165,5 +194,13 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
                         bar.length = total
                     bar.update(done - bar.pos)
 
-                path = pull_model(spec, settings.model_dir, progress=progress, force=force)
-            click.echo(f"{name}: {path} (checksum verified)")
+                path = pull_model(
+                    spec, settings.model_dir, progress=progress, force=force, record_in=record_in
+                )
+            if first_pull:
+                click.echo(
+                    f"{name}: {path} ({spec.checksum_rule()}, as published; its full sha256 is now recorded "
+                    f"in {record_in}, and every load checks it)"
+                )
+            else:
+                click.echo(f"{name}: {path} (checksum verified)")

@@ -1,7 +1,7 @@
 """A job's Redis hash: the fields a new job starts with, and a `JobRecord` read back from them.
 
 The Lua scripts (`*.lua`) read and write the same fields: counters, `final`, `state`, the failure
-guard's limits and baseline, and `fail:<code>` counters.
+guard's limits and baseline, `fail:<code>` counters and `decision:<allow|review|block>` counters.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from redis.typing import EncodableT, FieldT
 
 from cutout_fleet.state.records import RUNNING, JobRecord, JobSpec
-from cutout_fleet.state.redis_keys import FAIL_PREFIX
+from cutout_fleet.state.redis_keys import DECISION_PREFIX, FAIL_PREFIX
 
 
 def text(value: bytes | str) -> str:
@@ -62,6 +62,11 @@ def job_record(job_id: str, data: dict[str, str]) -> JobRecord:
             k.removeprefix(FAIL_PREFIX): int(v)
             for k, v in data.items()
             if k.startswith(FAIL_PREFIX) and int(v)
+        },
+        decisions={
+            k.removeprefix(DECISION_PREFIX): int(v)
+            for k, v in data.items()
+            if k.startswith(DECISION_PREFIX) and int(v)
         },
         report_key=data.get("report_key") or None,
         stop_reason=data.get("stop_reason") or None,

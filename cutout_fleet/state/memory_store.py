@@ -86,6 +86,8 @@ class MemoryJobStore:
         if outcome.status == "failed":
             code = outcome.error_code or "unknown"
             job.failures_by_code[code] = job.failures_by_code.get(code, 0) + 1
+        if outcome.decision:
+            job.decisions[outcome.decision] = job.decisions.get(outcome.decision, 0) + 1
         job.first_outcome_at = job.first_outcome_at or time.time()
         return True, self._complete_if_done(job)
 

@@ -1,12 +1,15 @@
 -- Record one item's outcome, at most once (HSETNX on its item id), and move the counters with it.
--- KEYS: job hash, outcomes hash.  ARGV: item id, status, outcome line, now, ttl, error code.
+-- KEYS: job hash, outcomes hash.  ARGV: item id, status, outcome line, now, ttl, error code,
+-- safety decision ('' when none).
 -- Returns {recorded, completed, stopped}.
 local job, outcomes = KEYS[1], KEYS[2]
 local item, status, line, now, ttl, code = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local decision = ARGV[7] or ''
 if redis.call('EXISTS', job) == 0 then return {0, 0, 0} end
 if redis.call('HSETNX', outcomes, item, line) == 0 then return {0, 0, 0} end
 redis.call('HINCRBY', job, status, 1)
 if status == 'failed' then redis.call('HINCRBY', job, 'fail:' .. code, 1) end
+if decision ~= '' then redis.call('HINCRBY', job, 'decision:' .. decision, 1) end
 redis.call('HSETNX', job, 'first_outcome_at', now)
 redis.call('EXPIRE', job, ttl)
 redis.call('EXPIRE', outcomes, ttl)

@@ -84,6 +84,7 @@ class JobRecord:
     report_key: str | None = None
     stop_reason: str | None = None
     failures_by_code: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)  # safety gate: allow / review / block
     notify_url: str | None = None
     notify_status: str | None = None  # delivered | failed; None: not sent (yet)
     notify_attempts: int = 0
@@ -115,6 +116,7 @@ class JobRecord:
             "final": self.final,
             **self.counts(),
             "failures_by_code": self.failures_by_code,
+            "decisions": self.decisions,
             "source": self.source,
             "out": self.out,
             "model": self.model,

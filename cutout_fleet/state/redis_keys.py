@@ -12,6 +12,7 @@ JOBS_INDEX = f"{KEY_PREFIX}:jobs"  # zset job_id -> created_at
 REJECTED_KEY = f"{KEY_PREFIX}:rejected"  # list of refused task messages (JSON), newest first
 REJECTED_KEEP = 1000
 FAIL_PREFIX = "fail:"  # job hash fields counting failures by error code (the Lua scripts spell it too)
+DECISION_PREFIX = "decision:"  # job-hash counter per safety decision: decision:<allow|review|block>
 
 RATE_SAMPLES = 200
 RATE_TTL_S = 7 * 24 * 3600

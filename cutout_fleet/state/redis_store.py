@@ -150,6 +150,7 @@ class RedisJobStore:
                 repr(time.time()),
                 self.ttl_s,
                 outcome.error_code or "unknown",
+                outcome.decision or "",
             ],
         )
         return bool(recorded), bool(completed)

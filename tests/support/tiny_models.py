@@ -4,6 +4,8 @@
   (sigmoid in the graph); outputs[0] is the one used.
 - tiny-birefnet: input `input_image` f32 [1,3,1024,1024]; 3 outputs at 256², 512² and 1024²; the last is
   [1,1,1024,1024] raw logits (no sigmoid).
+- tiny-ben2: the official BEN2_Base.onnx contract: one input f32 [1,3,1024,1024] (fed RGB / 255, no mean/std),
+  one output f16 [1,1,1024,1024] that is already a probability (sigmoid in the graph, then a cast).
 
 Each graph is a 1x1 convolution over the normalised channels (so the mask depends on the photo) plus a
 centred quadratic prior in logit space (so the mask has a subject in the middle and background at the
@@ -41,6 +43,9 @@ SLOW_MATMULS = 120
 HANG_MODEL = "tiny-hang"
 HANG_TRIPS = int(np.iinfo(np.int64).max)
 CATALOG_FILE = "tiny-catalog.toml"
+# The ben2 contract (a gpu-queue model with a float16 output).  Not in TINY_MODELS: the tests over those
+# run on every cpu-queue path, and a gpu model needs CUTOUT_WORKER__ALLOW_CPU=true on a machine without CUDA.
+BEN2_MODEL = "tiny-ben2"
 
 OPSET = 17
 IR_VERSION = 9  # onnx may write a newer IR than the onnxruntime in use reads; 9 goes with opset 17
@@ -51,11 +56,13 @@ CONTRACT_SOURCES = {
     "tiny-birefnet": "birefnet-lite",
     SLOW_MODEL: "u2netp",
     HANG_MODEL: "u2netp",
+    BEN2_MODEL: "ben2",
 }
 # Spec fields that describe the file and where it comes from, not how to feed and read it.
 NOT_CONTRACT = frozenset(
     {"name", "description", "file", "url", "pip_package", "pip_member", "md5", "sha256", "size_bytes"}
     | {"license"}
+    | {"revision", "sha256_prefix", "pulled_sha256"}
 )
 
 # Weights: logits = CHANNEL_WEIGHT * sum(normalised RGB) + PRIOR_CENTRE - PRIOR_FALLOFF * (u² + v²), with u, v
@@ -78,7 +85,7 @@ def write_tiny_models(model_dir: Path) -> Path:
     """Write both tiny models and `tiny-catalog.toml` into `model_dir`; return the catalogue's path."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tables: dict[str, dict[str, Any]] = {}
-    for name in (*TINY_MODELS, SLOW_MODEL, HANG_MODEL):
+    for name in (*TINY_MODELS, SLOW_MODEL, HANG_MODEL, BEN2_MODEL):
         data = model_bytes(name)
         file = f"{name}.onnx"
         (model_dir / file).write_bytes(data)
@@ -131,6 +138,7 @@ def model_bytes(name: str) -> bytes:
         "tiny-birefnet": _build_birefnet,
         SLOW_MODEL: lambda spec: _build_slow(spec, SLOW_MATMULS),
         HANG_MODEL: lambda spec: _build_spin(spec, HANG_TRIPS),
+        BEN2_MODEL: _build_ben2,
     }
     return _serialise(builders[name](builtin_spec(CONTRACT_SOURCES[name])))
 
@@ -294,6 +302,28 @@ def _model(
         f"tiny_{spec.name.replace('-', '_')}",
         [helper.make_tensor_value_info(spec.input_name or "input", TensorProto.FLOAT, [1, 3, height, width])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 1, h, w]) for name, w, h in outputs],
+        initializer=initializers,
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cutout-fleet-tests"
+    )
+
+
+def _build_ben2(spec: ModelSpec) -> onnx.ModelProto:
+    """One float16 probability map: sigmoid of the logits, cast to float16 in the graph (as BEN2's official
+    export returns it).  Its input is named `input`: the real file's input name is not documented."""
+    width, height = spec.input_size
+    input_name = spec.input_name or "input"
+    nodes, initializers = _logits_nodes(input_name, width, height)
+    nodes += [
+        helper.make_node("Sigmoid", ["logits"], ["probability"]),
+        helper.make_node("Cast", ["probability"], ["mask"], to=TensorProto.FLOAT16),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_ben2",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, height, width])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT16, [1, 1, height, width])],
         initializer=initializers,
     )
     return helper.make_model(

