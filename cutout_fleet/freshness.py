@@ -7,7 +7,14 @@ An output is up to date when both match the source as it is now and the options 
 
 from __future__ import annotations
 
-from cutout_fleet.metadata_codec import encode_metadata_value, fit_metadata
+import hashlib
+
+from cutout_fleet.metadata_codec import (
+    DIGEST_NAME_SUFFIX,
+    decode_metadata_value,
+    encode_metadata_value,
+    fit_metadata,
+)
 from cutout_fleet.storage import Storage
 
 META_SOURCE_ETAG = "cutout-source-etag"
@@ -26,6 +33,16 @@ def output_metadata(source_etag: str, source_key: str, model: str, options_hash:
         META_OPTIONS_HASH: options_hash,
     }
     return fit_metadata(values, longest=META_SOURCE_KEY)
+
+
+def made_from(existing: dict[str, str] | None, source_key: str) -> bool:
+    """True when an object's metadata says this fleet made it from `source_key` (any options)."""
+    if not existing:
+        return False
+    if META_SOURCE_KEY in existing:
+        return decode_metadata_value(existing[META_SOURCE_KEY]) == source_key
+    digest = existing.get(META_SOURCE_KEY + DIGEST_NAME_SUFFIX)
+    return digest == hashlib.sha256(source_key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def output_matches(existing: dict[str, str] | None, source_etag: str | None, options_hash: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Protocol
 from PIL import Image
 
 from cutout_fleet.errors import PermanentError
+from cutout_fleet.freshness import made_from
 from cutout_fleet.items import ItemRef
 from cutout_fleet.keys import join_key, relative_key
 from cutout_fleet.safety import GatePolicy, SourceRef, build_verdict, load_policy, read_verdict, verdict_key
@@ -91,6 +92,14 @@ class SafetyContext:
         return Written(key, verdict.decision, verdict.output_key)
 
 
+def _withdraw_earlier_cutout(out: Storage, output_key: str, source_key: str) -> None:
+    """Delete the cutout an earlier run published at the planned key from this source (say, before the
+    policy changed), which this decision does not allow there.  Only our own output of the same source:
+    its metadata says so (a folder keeps no metadata, so nothing is deleted there)."""
+    if made_from(out.head_metadata(output_key), source_key):
+        out.delete(output_key)
+
+
 def write_with_verdict(
     safety: SafetyContext,
     out: Storage,
@@ -126,6 +135,8 @@ def write_with_verdict(
             source_etag=source_etag,
             options_hash=options_hash,
         )
+    if destination != output_key:
+        _withdraw_earlier_cutout(out, output_key, item.key)
     key = safety.verdict_key(output_key)
     put_checked(
         out,

@@ -78,3 +78,7 @@ class Storage(ABC):
     @abstractmethod
     def head_metadata(self, key: str) -> dict[str, str] | None:
         """The object's user metadata plus `etag` and `size`, or None when it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens when it does not exist."""

@@ -154,6 +154,9 @@ class LocalStorage(Storage):
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         self._write_atomically(key, lambda handle: handle.write(path.read_bytes()))
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
     def head_metadata(self, key: str) -> dict[str, str] | None:
         path = self._path(key)
         return {} if path.exists() else None

@@ -112,6 +112,10 @@ class S3Storage(Storage):
                 raise translate_s3_error(cause, what) from exc
             raise TransientError(f"{what}: {exc}") from exc
 
+    def delete(self, key: str) -> None:
+        with s3_errors(f"deleting {self._uri(key)}"):
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+
     def head_metadata(self, key: str) -> dict[str, str] | None:
         with s3_errors(self._uri(key)):
             try:

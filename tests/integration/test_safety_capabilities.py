@@ -81,3 +81,24 @@ def test_a_plain_cpu_worker_and_the_producer_run_a_job_without_nudenet(fleet: Fl
     # Then it succeeds
     assert status["state"] == "done", status
     assert (status["succeeded"], status["failed"]) == (1, 0), fleet.logs()
+
+
+def test_cutout_enqueue_refuses_safety_light_when_no_live_worker_has_nudenet(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # Given a queue whose only live worker has no NudeNet
+    fleet.start_worker(env=without_nudenet(fleet, tmp_path))
+    bucket = fleet.new_bucket("refuse-light")
+    fleet.upload(bucket, "in/", {"a.png": next(iter(sample_catalog().values()))})
+    jobs_before = fleet.redis.zcard("cf:jobs")
+
+    # When a --safety light job is enqueued
+    result = fleet.cli(
+        "enqueue", f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", MODEL, "--safety", "light",
+        check=False,
+    )  # fmt: skip
+
+    # Then it is refused before any job exists, with what to install
+    assert result.returncode == 2, result.stderr
+    assert "safety-light" in result.stderr
+    assert fleet.redis.zcard("cf:jobs") == jobs_before

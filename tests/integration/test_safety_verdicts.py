@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,10 +26,11 @@ MODEL = "tiny-u2netp"
 PHOTOS = ("astronaut.png", "chelsea.png")
 
 
-def policy_file(folder: Path, *, version: str, face: str) -> Path:
-    """A gate policy where a female face `face`s (block or review) at 0.5, and nothing else counts."""
-    path = folder / f"policy-{version}-{face}.toml"
-    path.write_text(f'version = "{version}"\n\n[stages.nudenet.labels]\nFACE_FEMALE = {{ {face} = 0.5 }}\n')
+def policy_file(folder: Path, *, version: str, face: str, threshold: float = 0.5) -> Path:
+    """A gate policy where a female face `face`s (block or review) at `threshold`; nothing else counts."""
+    path = folder / f"policy-{version}-{face}-{threshold}.toml"
+    rule = f"FACE_FEMALE = {{ {face} = {threshold} }}"
+    path.write_text(f'version = "{version}"\n\n[stages.nudenet.labels]\n{rule}\n')
     return path
 
 
@@ -105,16 +107,30 @@ def test_the_fleet_writes_verdicts_skips_what_is_up_to_date_and_recomputes_for_a
 ) -> None:
     bucket = fleet.new_bucket("safety")
     fleet.upload(bucket, "in/", {name: (EXAMPLES_DIR / name).read_bytes() for name in PHOTOS})
-    blocking = policy_file(tmp_path, version="t1", face="block")
-    env = fleet.env(CUTOUT_SAFETY__POLICY_FILE=str(blocking))
-    worker = fleet.start_worker(env=env)
     args = (f"s3://{bucket}/in/", "--out", f"s3://{bucket}/out", "--model", MODEL, "--safety", "light")
 
-    # Given a --safety light job on a CPU worker with NudeNet
-    first = fleet.wait_for_job(fleet.enqueue(*args, env=env)["job_id"], check=True)
+    def run_with(policy: Path) -> dict[str, Any]:
+        """A worker (the only one) and the producer on `policy`; the job's final status."""
+        for worker in list(fleet.workers):
+            worker.stop()
+            fleet.workers.remove(worker)
+        env = fleet.env(CUTOUT_SAFETY__POLICY_FILE=str(policy))
+        fleet.start_worker(env=env)
+        return fleet.wait_for_job(fleet.enqueue(*args, env=env)["job_id"], check=True)
 
-    # Then every image has a verdict in S3; the blocked one was dropped, the allowed one written
-    assert (first["succeeded"], first["decisions"]) == (2, {"allow": 1, "block": 1})
+    def outputs() -> set[str]:
+        return {o["Key"] for o in fleet.s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]}
+
+    # Given a --safety light job on a CPU worker with NudeNet, under a policy that allows faces
+    first = run_with(policy_file(tmp_path, version="t0", face="review", threshold=1.0))
+    assert (first["succeeded"], first["decisions"]) == (2, {"allow": 2})
+    assert {"out/astronaut.png", "out/chelsea.png"} <= outputs()
+
+    # When a policy that blocks a female face comes (on-block: drop)
+    second = run_with(policy_file(tmp_path, version="t1", face="block"))
+
+    # Then every image has a verdict in S3; the blocked one's earlier cutout is withdrawn
+    assert (second["succeeded"], second["decisions"]) == (2, {"allow": 1, "block": 1})
     astronaut = read_verdict(fleet.read(bucket, "out/astronaut.verdict.json"))
     assert (astronaut.decision, astronaut.output_key, astronaut.source.key) == (
         "block",
@@ -122,23 +138,18 @@ def test_the_fleet_writes_verdicts_skips_what_is_up_to_date_and_recomputes_for_a
         "in/astronaut.png",
     )
     assert astronaut.source.etag and astronaut.models[0].id == "nudenet-320n"
-    listed = {o["Key"] for o in fleet.s3.list_objects_v2(Bucket=bucket, Prefix="out/")["Contents"]}
-    assert "out/chelsea.png" in listed and "out/astronaut.png" not in listed
-    report = fleet.wait_for_object(bucket, f"out/_reports/{first['job_id']}.jsonl")  # written just after
+    assert "out/chelsea.png" in outputs() and "out/astronaut.png" not in outputs()
+    report = fleet.wait_for_object(bucket, f"out/_reports/{second['job_id']}.jsonl")  # written just after
     lines = {line["key"]: line for line in map(json.loads, report.decode().splitlines())}
     assert lines["in/astronaut.png"]["decision"] == "block"
     assert lines["in/astronaut.png"]["verdict_key"] == "out/astronaut.verdict.json"
 
     # When the same job runs again, nothing changed: both are skipped and keep their decisions
+    env = fleet.env(CUTOUT_SAFETY__POLICY_FILE=str(policy_file(tmp_path, version="t1", face="block")))
     again = fleet.wait_for_job(fleet.enqueue(*args, env=env)["job_id"], check=True)
     assert (again["skipped"], again["succeeded"], again["decisions"]) == (2, 0, {"allow": 1, "block": 1})
 
-    # When the policy's version changes (same rules), on the producer and a restarted worker
-    worker.stop()
-    env = fleet.env(CUTOUT_SAFETY__POLICY_FILE=str(policy_file(tmp_path, version="t2", face="block")))
-    fleet.start_worker(env=env)
-    third = fleet.wait_for_job(fleet.enqueue(*args, env=env)["job_id"], check=True)
-
-    # Then both are recomputed, and the verdicts carry the new version
+    # When only the policy's version changes, then both are recomputed and carry the new version
+    third = run_with(policy_file(tmp_path, version="t2", face="block"))
     assert (third["succeeded"], third["skipped"]) == (2, 0)
     assert read_verdict(fleet.read(bucket, "out/chelsea.verdict.json")).policy_version == "t2"
