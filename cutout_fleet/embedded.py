@@ -32,7 +32,7 @@ from cutout_fleet.worker.batch import BatchRuntime, fail_items, run_batch
 from cutout_fleet.worker.isolated_cutter import IsolatedCutter
 from cutout_fleet.worker.pipeline import Cutter
 from cutout_fleet.worker.safety.capabilities import install_hint, safety_levels
-from cutout_fleet.worker.sessions import SessionPool, check_models_installed
+from cutout_fleet.worker.sessions import SessionPool, check_gpu_models, check_models_installed
 
 EMBEDDED_QUEUE = "embedded"
 # A local job touches two locations (source and output).
@@ -163,6 +163,8 @@ def _local_runtime(
     catalog = load_catalog(settings)
     catalog.get(model)
     check_models_installed(settings, catalog)
+    # A gpu model (BEN2) without CUDA: refused before any work, as a gpu worker refuses to start.
+    check_gpu_models(settings, catalog, ())
     return BatchRuntime(
         settings=settings,
         catalog=catalog,

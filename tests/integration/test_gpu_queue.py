@@ -137,28 +137,15 @@ def test_cutout_run_with_a_ben2_model_runs_on_the_cpu_when_allowed(
         assert cutout.mode == "RGBA" and cutout.size == Image.open(EXAMPLES_DIR / name).size
 
 
-def test_cutout_run_with_a_ben2_model_without_cuda_fails_its_items_with_the_setting_to_change(
+def test_cutout_run_with_a_ben2_model_without_cuda_is_refused_before_any_work(
     tmp_path: Path, run_env: dict[str, str], cutout_bin: str
 ) -> None:
     out = tmp_path / "out"
 
     result = run_cli(
-        cutout_bin,
-        run_env,
-        "run",
-        str(EXAMPLES_DIR),
-        "--out",
-        str(out),
-        "--model",
-        BEN2_MODEL,
-        "--json",
-        check=False,
+        cutout_bin, run_env, "run", str(EXAMPLES_DIR), "--out", str(out), "--model", BEN2_MODEL, check=False
     )
 
-    assert result.returncode == 1, result.stderr
-    job = json.loads(result.stdout)
-    assert (job["succeeded"], job["failed"]) == (0, len(SAMPLE_PHOTOS))
-    lines = [
-        json.loads(line) for line in (out / "_reports" / f"{job['job_id']}.jsonl").read_text().splitlines()
-    ]
-    assert all(line["error_code"] == "model_error" and f"{ALLOW_CPU}=true" in line["error"] for line in lines)
+    assert result.returncode != 0
+    assert f"{ALLOW_CPU}=true" in result.stderr and BEN2_MODEL in result.stderr, result.stderr
+    assert not out.exists() or not any(out.rglob("*.png"))
