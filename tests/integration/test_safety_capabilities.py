@@ -16,8 +16,6 @@ from tests.support.fleet import Fleet, FleetFactory, sample_catalog
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("nudenet", reason="NudeNet is the optional safety-light extra")
-
 MODEL = "tiny-u2netp"
 BLOCKED = ("nudenet", "cv2")
 

@@ -20,8 +20,6 @@ from tests.support.fleet import EXAMPLES_DIR, Fleet, FleetFactory, run_cli
 
 pytestmark = pytest.mark.integration
 
-pytest.importorskip("nudenet", reason="NudeNet is the optional safety-light extra")
-
 MODEL = "tiny-u2netp"
 PHOTOS = ("astronaut.png", "chelsea.png")
 

@@ -1,6 +1,7 @@
 """NudeNet, for real: the `nudenet` wheel's 320n detector on our own session, on the sample photos.
 
-Needs the `safety-light` extra (CI installs it); without it these tests are skipped, and say so.
+Needs the `safety-light` extra, which the README's test command and .ci/run install: without it these
+tests fail (they never skip).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import io
 from importlib import metadata, resources
 from pathlib import Path
 
+import nudenet  # the safety-light extra: the README's test command and .ci/run install it
 import onnxruntime as ort
 import pytest
 from PIL import Image
@@ -26,8 +28,6 @@ from cutout_fleet.worker.safety.capabilities import safety_levels
 from cutout_fleet.worker.safety.detector import MAX_SIDE_PX, NudeNetDetector
 from cutout_fleet.worker.safety.stages import SafetyStages
 from tests.support.paths import sample_images
-
-nudenet = pytest.importorskip("nudenet", reason="NudeNet is the optional safety-light extra")
 
 CPU = ["CPUExecutionProvider"]
 FACES = {"FACE_FEMALE", "FACE_MALE"}
