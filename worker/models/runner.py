@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from cutout_fleet.catalog import ModelSpec, verify_checksum
 from cutout_fleet.errors import ConfigError, ModelError
 from cutout_fleet.worker.imaging.prep import output_to_mask, to_model_input
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.models.onnx_session import open_session
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,9 @@ class ModelSession:
         # Hash the very bytes we hand to onnxruntime: no gap between check and load.
         data = path.read_bytes()
         verify_checksum(spec, data, str(path))
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        available = set(ort.get_available_providers())
-        wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(data, options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ConfigError(
-                f"model {spec.name!r} at {path} cannot be loaded by onnxruntime: {exc}"
-            ) from exc
+        self.session = open_session(
+            data, providers, intra_op_threads=intra_op_threads, what=f"model {spec.name!r} at {path}"
+        )
         del data
         self.spec = spec
         self.asked_providers = list(providers)

@@ -25,13 +25,13 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from cutout_fleet.errors import ConfigError, ModelError
 from cutout_fleet.safety.levels import NUDENET_320N
 from cutout_fleet.safety.verdict import Detection, ModelRef
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.models.onnx_session import open_session
 from cutout_fleet.worker.safety.capabilities import install_hint, read_model_file
 
 log = logging.getLogger(__name__)
@@ -69,18 +69,12 @@ class NudeNetDetector:
     def __init__(self, *, providers: Sequence[str], intra_op_threads: int = 0) -> None:
         self._nudenet = _nudenet_functions()
         data = read_model_file(NUDENET_320N)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        available = set(ort.get_available_providers())
-        wanted = [p for p in (providers or DEFAULT_PROVIDERS) if p in available] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(data, options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ConfigError(
-                f"NudeNet's {NUDENET_320N.file} cannot be loaded by onnxruntime: {exc}"
-            ) from exc
+        self.session = open_session(
+            data,
+            providers or DEFAULT_PROVIDERS,
+            intra_op_threads=intra_op_threads,
+            what=f"NudeNet's {NUDENET_320N.file}",
+        )
         del data
         self.input_name: str = self.session.get_inputs()[0].name
         self.providers: list[str] = self.session.get_providers()
