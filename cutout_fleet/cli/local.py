@@ -174,8 +174,13 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
     Where only a size and the start of a sha256 are published (ben2), the first pull records the file's
     full sha256 in the user catalogue (CUTOUT_MODEL_CATALOG, else CUTOUT_MODEL_DIR/pulled.toml), and every
     later load checks it.
+
+    florence-2-large and llama-3.1-8b-instruct (the full safety workflow's caption and classifier) come
+    from the Hugging Face Hub at the commit pinned in CUTOUT_SAFETY__CAPTION_MODEL /
+    CUTOUT_SAFETY__CLASSIFIER_MODEL (HF_ENDPOINT and HF_TOKEN apply; needs the safety-full extra).
     """
     from cutout_fleet.catalog import load_catalog, user_catalog_path
+    from cutout_fleet.worker.models.hub_pull import HUB_ROUTES, PULL_RECORD, pull_hub_model
     from cutout_fleet.worker.models.pull import pull_model
 
     settings = settings_or_exit()
@@ -183,6 +188,16 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
     with reported():
         catalog = load_catalog(settings)
         for name in names:
+            if name in HUB_ROUTES:
+                pin = getattr(settings.safety, HUB_ROUTES[name])
+                pulled = pull_hub_model(
+                    pin, settings.model_dir, progress=lambda line: click.echo(line, err=True)
+                )
+                click.echo(
+                    f"{name}: {pulled.path} ({pin.ref}: {len(pulled.files)} file(s), "
+                    f"{pulled.size_bytes} bytes; their sha256 are recorded in {PULL_RECORD})"
+                )
+                continue
             spec = catalog.get(name)
             first_pull = spec.full_checksum() is None
             with click.progressbar(
