@@ -15,6 +15,7 @@ the environment wins over a file.  The settings are never logged whole: use ``Se
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     FilePath,
     SecretStr,
@@ -174,6 +176,9 @@ class WorkerSettings(BaseModel):
     # The last backstop: a task not acked within this many seconds is delivered again by Redis.  Keep
     # it well above items_per_task * item_time_limit_s, or a slow task runs twice.
     visibility_timeout_s: Annotated[int, Field(ge=1)] = 6 * 3600
+    # How long a new pool process may take to load its models (all of them, the full workflow's
+    # caption and classifier included) before Celery gives up on it.
+    process_start_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0
     max_memory_per_child_kb: Annotated[int, Field(ge=0)] = 0
     loglevel: str = "INFO"
@@ -186,8 +191,50 @@ BlockAction = Literal["drop", "quarantine", "write"]
 ReviewAction = Literal["quarantine", "write"]
 
 
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class HubModelPin(BaseModel):
+    """A model on the Hugging Face Hub, pinned to one commit: `cutout models pull` fetches exactly that,
+    and the pin is part of the options hash, so changing it makes every verdict out of date."""
+
+    model_config = ConfigDict(frozen=True)
+
+    repo: str
+    revision: str
+    # One file of the repo (a GGUF); None: the whole snapshot (a transformers model folder).
+    file: str | None = None
+
+    @field_validator("revision")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        # A branch or tag moves; only a commit id says which bytes the verdicts came from.
+        if not _COMMIT.match(value):
+            raise ValueError("must be a full 40-character commit id, not a branch or tag name")
+        return value
+
+    @field_validator("repo")
+    @classmethod
+    def _owner_name(cls, value: str) -> str:
+        parts = value.split("/")
+        if len(parts) != 2 or not all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", p) for p in parts):
+            raise ValueError("must be OWNER/NAME, as on the Hugging Face Hub")
+        return value
+
+    @property
+    def ref(self) -> str:
+        """`repo@revision[/file]`: what the options hash and the verdict record."""
+        return f"{self.repo}@{self.revision}" + (f"/{self.file}" if self.file else "")
+
+    def local_path(self, model_dir: Path) -> Path:
+        """Where the pulled copy lives: the commit is in the path, so a new pin never meets old files."""
+        folder = model_dir / "hub" / self.repo.replace("/", "--") / self.revision
+        return folder / self.file if self.file else folder
+
+
 class SafetySettings(BaseModel):
-    """Safety verdicts (`--safety`): the gate's policy file and what becomes of flagged outputs."""
+    """Safety verdicts (`--safety`): the gate's policy file, what becomes of flagged outputs, and the
+    full workflow's caption and classifier models (`--workflow full`)."""
 
     # None: the built-in config/safety_policy.toml.  Producer and workers must read the same file.
     policy_file: FilePath | None = None
@@ -195,6 +242,27 @@ class SafetySettings(BaseModel):
     quarantine_prefix: str = "_quarantine"
     on_block: BlockAction = "drop"
     on_review: ReviewAction = "quarantine"
+    # Florence-2 (transformers' native classes), for the caption.  The producer and every worker must
+    # use the same pins: they are part of the options hash.
+    caption_model: HubModelPin = HubModelPin(
+        repo="florence-community/Florence-2-large", revision="4271c66b88cdbc05735372ec13b2360108de5317"
+    )
+    caption_max_new_tokens: Annotated[int, Field(ge=8, le=1024)] = 256
+    caption_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Images of a task captioned in one generate() call (worker/caption_batches.py); 1: one at a time.
+    caption_batch: Annotated[int, Field(ge=1, le=32)] = 4
+    # Llama-3.1-8B-Instruct, Q5_K_M GGUF, through llama-cpp-python, for the classifier.
+    classifier_model: HubModelPin = HubModelPin(
+        repo="bartowski/Meta-Llama-3.1-8B-Instruct-GGUF",
+        revision="9a8dec50f04fa8fad1dc1e7bc20a84a512e2bb01",
+        file="Meta-Llama-3.1-8B-Instruct-Q5_K_M.gguf",
+    )
+    classifier_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+    classifier_n_ctx: Annotated[int, Field(ge=512)] = 4096
+
+    def hub_pins(self) -> dict[str, str]:
+        """The full workflow's model pins, stage -> `repo@revision[/file]` (the options hash's part)."""
+        return {"caption": self.caption_model.ref, "classifier": self.classifier_model.ref}
 
     @field_validator("quarantine_prefix")
     @classmethod

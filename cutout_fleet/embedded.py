@@ -31,7 +31,7 @@ from cutout_fleet.storage.local import NotListed
 from cutout_fleet.worker.batch import BatchRuntime, fail_items, run_batch
 from cutout_fleet.worker.isolated_cutter import IsolatedCutter
 from cutout_fleet.worker.pipeline import Cutter
-from cutout_fleet.worker.safety.capabilities import install_hint, safety_levels
+from cutout_fleet.worker.safety.capabilities import full_problem, install_hint, safety_levels
 from cutout_fleet.worker.sessions import SessionPool, check_gpu_models, check_models_installed
 
 EMBEDDED_QUEUE = "embedded"
@@ -66,8 +66,9 @@ def run_embedded(
     """
     source, out = _real_folder(source), _real_folder(out)
     check_output_place(source, out)
-    if options.safety not in safety_levels():
-        raise InvalidJobRequest(f"--safety {options.safety}: {install_hint(options.safety)}")
+    if options.safety not in safety_levels(settings):
+        why = full_problem(settings) if options.safety == "full" else None
+        raise InvalidJobRequest(f"--safety {options.safety}: {why or install_hint(options.safety)}")
     # Sessions for the job's model only: the worker settings' list names the fleet's models.
     settings = settings.model_copy(
         update={"worker": settings.worker.model_copy(update={"models": [options.model]})}

@@ -7,18 +7,21 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cutout_fleet.errors import InvalidOptions
 
 OutputFormat = Literal["png", "webp"]
 RGB = tuple[int, int, int]
-# none: no safety check; light: NudeNet's detections and the gate (cutout_fleet.safety).
-SafetyLevel = Literal["none", "light"]
+# none: no safety check; light: NudeNet's detections and the gate (cutout_fleet.safety); full: NudeNet,
+# a Florence-2 caption and the Llama classifier, then the gate (what `--workflow full` asks for).
+SafetyLevel = Literal["none", "light", "full"]
 BlockAction = Literal["drop", "quarantine", "write"]  # what a `block` decision does with the cutout
 ReviewAction = Literal["quarantine", "write"]  # what a `review` decision does with it
-# simple: the cutout (and the safety level asked for); full: + caption and classifier (not yet built).
+# simple: the cutout (and the safety level asked for); full: the cutout, NudeNet, caption, classifier, gate.
 Workflow = Literal["simple", "full"]
+# Catalog attributes a full job can ask the classifier for (cutout_fleet/safety/classification.py).
+CATALOG_ATTRIBUTES: tuple[str, ...] = ("product_type", "colors", "material")
 
 SENSITIVITY_RANGE = (0.0, 1.0)
 MASK_BLUR_RANGE_PX = (0, 64)
@@ -61,16 +64,38 @@ class ImageOptions(BaseModel):
     on_block: BlockAction = "drop"
     on_review: ReviewAction = "quarantine"
     workflow: Workflow = "simple"
+    attributes: tuple[str, ...] = ()
 
-    @field_validator("workflow")
+    @model_validator(mode="before")
     @classmethod
-    def _workflow_built(cls, value: str) -> str:
-        if value == "full":
-            raise ValueError(
-                "--workflow full (caption and classifier after the cutout) is not available yet; use "
-                "--workflow simple, with --safety light for NudeNet and the gate"
-            )
+    def _workflow_and_level_agree(cls, values: object) -> object:
+        # `--workflow full` is the level `full` (its stages include light's NudeNet), and the reverse: one
+        # meaning, however it was asked for, so that equal jobs get equal options hashes.
+        if isinstance(values, dict):
+            if values.get("workflow") == "full":
+                values = {**values, "safety": "full"}
+            elif values.get("safety") == "full":
+                values = {**values, "workflow": "full"}
+        return values
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _known_attributes(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            unknown = sorted({str(v) for v in value} - set(CATALOG_ATTRIBUTES))
+            if unknown:
+                known = ", ".join(CATALOG_ATTRIBUTES)
+                raise ValueError(f"unknown catalog attribute(s) {', '.join(unknown)}; choose from {known}")
+            return tuple(sorted(set(value)))  # sorted: the same set gives the same hash
         return value
+
+    @model_validator(mode="after")
+    def _attributes_need_the_classifier(self) -> ImageOptions:
+        if self.attributes and self.workflow != "full":
+            raise ValueError("--attributes needs --workflow full: the classifier reads them off the caption")
+        return self
 
     @field_validator("background")
     @classmethod

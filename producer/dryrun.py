@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -54,6 +54,7 @@ def _check(
     open_storage: Callable[[str], Storage],
     catalog: Catalog,
     policy: GatePolicy | None,
+    hub_pins: Mapping[str, str] | None = None,
 ) -> tuple[bool, int | None]:
     """(already done?, size) for one item: HEADs only, nothing is downloaded."""
     options = effective_options(request, item)
@@ -66,7 +67,9 @@ def _check(
     if request.force:
         return False, size
     # With a safety level the verdict is the item's "up to date" marker (worker/verdicts.py).
-    fingerprint = safety_fingerprint(options.safety, policy) if policy is not None else None
+    fingerprint = (
+        safety_fingerprint(options.safety, policy, hub_pins=hub_pins) if policy is not None else None
+    )
     digest = options_hash(options, catalog.get(options.model).checksum, fingerprint)
     output_key = item_output_key(request, item, options)
     existing = out.head_metadata(output_key if options.safety == NO_SAFETY else verdict_key(output_key))
@@ -82,6 +85,7 @@ def dry_run(
     *,
     live_processes: int | None,
     policy: GatePolicy | None = None,
+    hub_pins: Mapping[str, str] | None = None,
 ) -> DryRunReport:
     """Walk the same items enqueue would, detect collisions exactly and outputs already up to date."""
     report = DryRunReport()
@@ -95,7 +99,7 @@ def dry_run(
             for chunk in chunks:
                 fresh = _claim_chunk(chunk, request, store, scratch, report)
                 for done, size in pool.map(
-                    lambda it: _check(it, request, open_storage, catalog, policy), fresh
+                    lambda it: _check(it, request, open_storage, catalog, policy, hub_pins), fresh
                 ):
                     report.already_done += done
                     if size is None:

@@ -123,11 +123,16 @@ def safety_refusal(fleet: QueueFleet, level: str) -> str | None:
         return None
     have = ", ".join(fleet.safety_levels()) or "none"
     extra = LEVEL_EXTRAS.get(level, level)
+    how = (
+        "the Dockerfile.gpu image has it) and pull both Hub models (cutout models pull florence-2-large, "
+        "cutout models pull llama-3.1-8b-instruct)"
+        if level == "full"
+        else "or build its image with --build-arg WITH_SAFETY_LIGHT=true)"
+    )
     return (
         f"--safety {level}: none of the {len(fleet.workers)} live workers on queue {fleet.queue!r} can run "
         f"it (they run: {have}); install the {extra!r} extra on a worker (pip install "
-        f"'cutout-fleet[{extra}]', or build its image with --build-arg WITH_SAFETY_LIGHT=true), restart "
-        "it, or choose another --safety"
+        f"'cutout-fleet[{extra}]', {how}, restart it, or choose another --safety"
     )
 
 

@@ -45,6 +45,7 @@ OPTION_FIELDS = {
     "on_block": "on_block",
     "on_review": "on_review",
     "workflow": "workflow",
+    "attributes": "attributes",
 }
 _FLAG_NAMES = {field: name for name, field in OPTION_FIELDS.items()}
 JSONL_FIELDS = ("key", "bucket", "version", *OPTION_FIELDS)

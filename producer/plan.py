@@ -152,6 +152,7 @@ def dry_run_plan(
         catalog,
         live_processes=fleet.processes,
         policy=load_policy(settings.safety.policy_file),
+        hub_pins=settings.safety.hub_pins(),
     )
     report.warnings = list(fleet.warnings)
     return report

@@ -160,3 +160,13 @@ def make_fleet(
         return open_fleet(models=models, **{**defaults, **options})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def hub_models(model_setup: tuple[Path, Path]) -> dict[str, str]:
+    """The full workflow's two Hub models, tiny and random (built here: nothing is downloaded), placed
+    where the worker looks for its pins in the session's model dir; returns the settings naming them."""
+    from tests.support.hub_models import install_tiny_hub_models
+
+    model_dir, _ = model_setup
+    return install_tiny_hub_models(model_dir)

@@ -23,9 +23,10 @@ from cutout_fleet.items import ItemRef
 from cutout_fleet.messages import TaskMessage
 from cutout_fleet.options import options_hash
 from cutout_fleet.outcomes import Outcome
-from cutout_fleet.safety import NO_SAFETY, safety_fingerprint
+from cutout_fleet.safety import NO_SAFETY, level_stages, safety_fingerprint
 from cutout_fleet.state import CANCELLED, STOPPED, JobStore
 from cutout_fleet.storage import Storage, parse_location
+from cutout_fleet.worker.caption_batches import caption_batch
 from cutout_fleet.worker.interrupts import ItemTimeLimit
 from cutout_fleet.worker.pipeline import Cutter, ItemContext, MaskPredictor, process_item
 from cutout_fleet.worker.safety.stages import SafetyStages
@@ -86,6 +87,7 @@ class _Batch:
     ctx: ItemContext | None
     setup_error: CutoutError | None
     result: BatchResult = field(default_factory=BatchResult)
+    attempt: int = 0  # the attempt the gate just counted for the item about to run
 
     def item(self, key: str) -> ItemRef:
         return ItemRef(self.message.bucket, key, (self.message.versions or {}).get(key))
@@ -147,14 +149,19 @@ def _safety_context(message: TaskMessage, runtime: BatchRuntime) -> SafetyContex
         out_prefix=parse_location(message.out).prefix,
         quarantine_prefix=settings.quarantine_prefix,
         # A cutter (`cutout run`'s child process) runs the stages itself, with the cutout.
-        inspect=partial(runtime.safety_stages.run, options.safety) if runtime.cutter is None else None,
+        inspect=(
+            partial(runtime.safety_stages.run, options.safety, attributes=options.attributes)
+            if runtime.cutter is None
+            else None
+        ),
     )
 
 
 def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
     spec = runtime.catalog.get(message.options.model)
     safety = _safety_context(message, runtime)
-    fingerprint = safety_fingerprint(safety.level, safety.policy) if safety else None
+    hub_pins = runtime.settings.safety.hub_pins()
+    fingerprint = safety_fingerprint(safety.level, safety.policy, hub_pins=hub_pins) if safety else None
     return ItemContext(
         source=runtime.open_storage(message.source),
         out=runtime.open_storage(message.out),
@@ -166,6 +173,17 @@ def _item_context(message: TaskMessage, runtime: BatchRuntime) -> ItemContext:
         item_options=dict(message.item_options) if message.item_options else None,
         cutter=runtime.cutter,
         safety=safety,
+        prefetched={} if _makes_caption_batches(safety, runtime) else None,
+    )
+
+
+def _makes_caption_batches(safety: SafetyContext | None, runtime: BatchRuntime) -> bool:
+    # In this process only (a cutter runs its stages in its own), for a level with a caption.
+    return (
+        safety is not None
+        and "caption" in level_stages(safety.level)
+        and runtime.cutter is None
+        and runtime.settings.safety.caption_batch > 1
     )
 
 
@@ -199,6 +217,7 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
         if gate is Gate.SETTLED:
             continue
         try:
+            _caption_ahead(batch, keys[index:])
             transient = _run_item(batch, key)
         except ItemTimeLimit:
             _on_time_limit(batch, key, keys[index + 1 :])
@@ -250,7 +269,30 @@ def _gate(batch: _Batch, key: str, rest: list[str]) -> Gate:
     if start.attempt > max_attempts:
         _fail_as_poison(batch, key, start.attempt - 1, max_attempts)
         return Gate.SETTLED
+    batch.attempt = start.attempt
     return Gate.WORK
+
+
+def _caption_ahead(batch: _Batch, rest: list[str]) -> None:
+    """Before `rest[0]` runs, caption it together with the next items of the task that have no
+    outcome yet, in one micro-batch (worker/caption_batches.py).  A first attempt only: an item
+    tried again is captioned alone, so one that crashes a batch cannot take its neighbours down."""
+    ctx = batch.ctx
+    if ctx is None or ctx.prefetched is None or batch.attempt != 1 or rest[0] in ctx.prefetched:
+        return
+    store, job_id = batch.runtime.store, batch.message.job_id
+    size = batch.runtime.settings.safety.caption_batch
+    chosen = [rest[0]]
+    for key in rest[1:]:
+        if len(chosen) >= size:
+            break
+        if key not in ctx.prefetched and not store.is_recorded(job_id, batch.item(key).id):
+            chosen.append(key)
+    try:
+        captioner = batch.runtime.safety_stages.captioner()
+    except ConfigError:
+        return  # each item's caption stage records it as missing, with this reason
+    caption_batch([(batch.item(key), batch.output_key(key)) for key in chosen], ctx, captioner.caption)
 
 
 def _fail_as_poison(batch: _Batch, key: str, attempts: int, max_attempts: int) -> None:

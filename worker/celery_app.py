@@ -26,8 +26,10 @@ from cutout_fleet.routing import task_time_limits
 from cutout_fleet.worker import control as _control  # noqa: F401  (registers the fleet inspect command)
 from cutout_fleet.worker import drain
 from cutout_fleet.worker.batch import BatchRuntime
+from cutout_fleet.worker.gpu_memory import log_gpu_memory
 from cutout_fleet.worker.membership import Membership
 from cutout_fleet.worker.runtime import current_membership, current_runtime, worker_settings
+from cutout_fleet.worker.safety.capabilities import safety_levels
 from cutout_fleet.worker.sessions import check_gpu_models, check_models_installed
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_tasks_per_child": worker.max_tasks_per_child or None,
         "worker_max_memory_per_child": worker.max_memory_per_child_kb or None,
         "worker_concurrency": worker.concurrency,
+        # A pool process loads its models before it answers the parent (worker_process_init): Celery's
+        # default 4 s would kill one that loads Florence-2 and an 8B GGUF, and start another, forever.
+        "worker_proc_alive_timeout": worker.process_start_timeout_s,
         "worker_hijack_root_logger": True,
         **celery_broker_options(settings),
     }
@@ -125,6 +130,12 @@ def _check_models(sender: Any = None, **_: object) -> None:
     drain.prepare()  # before the pool forks, so every pool process shares the flag
 
 
+@signals.celeryd_after_setup.connect
+def _log_gpu_memory(**_: object) -> None:
+    """What the GPUs hold before this worker's processes load anything (once logging is set up)."""
+    log_gpu_memory("at worker start")
+
+
 @signals.worker_shutting_down.connect
 def _begin_drain(**_: object) -> None:
     """Warm shutdown: pool processes hand back the items they have not started (see drain.py)."""
@@ -133,8 +144,14 @@ def _begin_drain(**_: object) -> None:
 
 @signals.worker_process_init.connect
 def _join_fleet(**_: object) -> None:
-    """After fork, before the first task: create the model sessions and start the heartbeat."""
-    runtime().sessions.warm_up()
+    """After fork, before the first task: create the model sessions (and, on a worker that can run
+    the full safety workflow, load its models: tens of seconds that must not count against the first
+    item's time limit), then start the heartbeat."""
+    current = runtime()
+    current.sessions.warm_up()
+    if "full" in safety_levels(current.settings):
+        current.safety_stages.warm_up("full")
+        log_gpu_memory(f"after loading the models in process {os.getpid()}")
     membership().start()
 
 

@@ -35,7 +35,7 @@ def fleet_reply(settings: Settings, queues: list[str], processes: int) -> dict[s
         "models": list(settings.worker.models),
         "installed": installed_models(settings),
         "processes": processes,
-        "safety": list(safety_levels()),
+        "safety": list(safety_levels(settings)),
     }
 
 

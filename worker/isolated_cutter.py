@@ -191,7 +191,11 @@ def _serve(conn: Connection, settings: Settings, parent_pid: int) -> None:
         timings = Timings()
         try:
             predictor = sessions.get(options.model)
-            inspect = None if options.safety == NO_SAFETY else partial(safety_stages.run, options.safety)
+            inspect = (
+                None
+                if options.safety == NO_SAFETY
+                else partial(safety_stages.run, options.safety, attributes=options.attributes)
+            )
             cutout = make_cutout(data, predictor, options, limits, timings, name=name, inspect=inspect)
         except ConfigError as exc:
             conn.send(("error", ModelError(str(exc), code="model_error"), timings.ms))

@@ -24,7 +24,7 @@ from cutout_fleet.freshness import output_metadata, up_to_date
 from cutout_fleet.items import ItemRef
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
-from cutout_fleet.storage import Storage
+from cutout_fleet.storage import Storage, StoredObject
 from cutout_fleet.worker.conditional_write import put_checked
 from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
 from cutout_fleet.worker.imaging.composite import apply_background
@@ -32,6 +32,7 @@ from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
 from cutout_fleet.worker.imaging.mask import alpha_at_size, refine_alpha
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.safety.captioner import Caption
 from cutout_fleet.worker.safety.stages import StageRun
 from cutout_fleet.worker.verdicts import SafetyContext, Written, write_with_verdict
 
@@ -72,8 +73,10 @@ class Cutout:
     safety: StageRun | None = None  # the safety stages' results, when the job asked for a level
 
 
-# Runs a job's safety stages on the decoded source (RGB, EXIF-oriented): `SafetyStages.run` for a level.
-Inspector = Callable[[Image.Image], StageRun]
+# Runs a job's safety stages on the decoded source (RGB, EXIF-oriented): `SafetyStages.run` for a level,
+# with the image's caption when a micro-batch already made it (worker/caption_batches.py).
+class Inspector(Protocol):
+    def __call__(self, image: Image.Image, *, caption: Caption | None = None) -> StageRun: ...
 
 
 def make_cutout(
@@ -85,6 +88,7 @@ def make_cutout(
     *,
     name: str = "image",
     inspect: Inspector | None = None,
+    caption: Caption | None = None,
 ) -> Cutout:
     """The image pipeline on bytes; raises PermanentError for inputs that cannot be processed.
     `inspect`, when given, runs the safety stages on the decoded source before the model.
@@ -100,7 +104,7 @@ def make_cutout(
     stage_run = None
     if inspect is not None:
         with timings.stage("safety"):
-            stage_run = inspect(rgb)
+            stage_run = inspect(rgb, caption=caption)
     with timings.stage("model"):
         small_mask = predictor.predict(rgb)
     with timings.stage("mask"):
@@ -128,6 +132,16 @@ def make_cutout(
 
 
 @dataclass(frozen=True)
+class Prefetched:
+    """An item a caption micro-batch got to first: what it saw, read and said (worker/caption_batches.py)."""
+
+    seen: dict[str, str] | None  # the "up to date" marker's metadata (the ETag a rewrite is conditional on)
+    source: StoredObject
+    caption: Caption | None  # None: the batch could not caption it; the item's own stage will try
+    timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True)
 class ItemContext:
     """What every item of one task shares."""
 
@@ -142,6 +156,9 @@ class ItemContext:
     item_options: dict[str, object] | None = None
     cutter: Cutter | None = None  # None: `make_cutout` in this process, with `predictor`
     safety: SafetyContext | None = None  # the job asked for a safety level (options.safety)
+    # Items whose source a caption micro-batch already read and captioned, by key (caption_batches.py);
+    # None: this task makes no micro-batches.
+    prefetched: dict[str, Prefetched] | None = None
 
     def outcome(
         self,
@@ -198,16 +215,30 @@ def _cut_out(
 ) -> tuple[Status, Written | None]:
     # With a safety level the verdict is the "up to date" marker: a dropped cutout leaves no output.
     marker_key = ctx.safety.verdict_key(output_key) if ctx.safety else output_key
-    with timings.stage("check"):
-        seen = ctx.out.head_metadata(marker_key)  # also the ETag a rewrite is conditional on
-        if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
-            return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
-    with timings.stage("download"):
-        source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
+    early = ctx.prefetched.pop(item.key, None) if ctx.prefetched is not None else None
+    if early is not None:
+        # A micro-batch checked, read and captioned it moments ago: its share of that work counts here.
+        seen, source, caption = early.seen, early.source, early.caption
+        timings.ms.update(early.timings_ms)
+    else:
+        with timings.stage("check"):
+            seen = ctx.out.head_metadata(marker_key)  # also the ETag a rewrite is conditional on
+            if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
+                return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
+        with timings.stage("download"):
+            source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
+        caption = None
     inspect = ctx.safety.inspect if ctx.safety else None
     if ctx.cutter is None:
         cutout = make_cutout(
-            source.data, ctx.predictor(), ctx.options, ctx.limits, timings, name=item.key, inspect=inspect
+            source.data,
+            ctx.predictor(),
+            ctx.options,
+            ctx.limits,
+            timings,
+            name=item.key,
+            inspect=inspect,
+            caption=caption,
         )
     else:
         cutout = ctx.cutter(source.data, ctx.options, ctx.limits, timings, name=item.key)

@@ -16,8 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-from PIL import Image
-
 from cutout_fleet.errors import PermanentError
 from cutout_fleet.freshness import made_from
 from cutout_fleet.items import ItemRef
@@ -67,7 +65,7 @@ class SafetyContext:
     out_prefix: str
     quarantine_prefix: str
     # The stages, run on the decoded source in this process; None when a cutter runs them with the cutout.
-    inspect: Callable[[Image.Image], StageRun] | None = None
+    inspect: Callable[..., StageRun] | None = None  # (image, *, caption=None): see pipeline.Inspector
 
     def verdict_key(self, output_key: str) -> str:
         return verdict_key(output_key)

@@ -125,11 +125,12 @@ def image_options(func: F) -> F:
         click.option("--format", "fmt", type=click.Choice(["png", "webp"]), default="png", show_default=True),
         click.option(
             "--safety",
-            type=click.Choice(["none", "light"]),
+            type=click.Choice(["none", "light", "full"]),
             default="none",
             show_default=True,
             help="light: NudeNet's detections and the gate decide allow / review / block for each image, "
-            "written as OUTPUT_STEM.verdict.json beside the cutout (needs the safety-light extra).",
+            "written as OUTPUT_STEM.verdict.json beside the cutout (needs the safety-light extra); "
+            "full: the same as --workflow full.",
         ),
         click.option(
             "--on-block",
@@ -148,7 +149,16 @@ def image_options(func: F) -> F:
             type=click.Choice(["simple", "full"]),
             default="simple",
             show_default=True,
-            help="simple: the cutout and the --safety level; full (caption, classifier) is not built yet.",
+            help="simple: the cutout and the --safety level; full: the cutout, then NudeNet, a Florence-2 "
+            "caption and the Llama classifier feed the gate (needs the safety-full extra and both Hub "
+            "models on the worker; meant for the gpu queue).",
+        ),
+        click.option(
+            "--attributes",
+            default="",
+            metavar="LIST",
+            help="With --workflow full: catalog attributes the classifier adds to each verdict, comma-"
+            "separated, from product_type, colors, material.",
         ),
     ]
     for decorator in reversed(decorators):

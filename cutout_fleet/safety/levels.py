@@ -11,22 +11,27 @@ from typing import Literal, get_args
 
 from cutout_fleet.errors import InvalidOptions
 
-SafetyLevel = Literal["none", "light"]
+SafetyLevel = Literal["none", "light", "full"]
 SAFETY_LEVELS: tuple[str, ...] = get_args(SafetyLevel)
 NO_SAFETY: SafetyLevel = "none"
 
-# Every stage a verdict has a slot for, in the order the gate reads them.  `caption` and `classifier`
-# come with the next level; until then their slots say `skipped`.
+# Every stage a verdict has a slot for, in the order the gate reads them.  A level that does not run a
+# stage leaves its slot `skipped`.
 StageName = Literal["nudenet", "caption", "classifier"]
 STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 
 LEVEL_STAGES: dict[str, tuple[str, ...]] = {
     "none": (),
     "light": ("nudenet",),
+    # `--workflow full`: NudeNet, then a Florence-2 caption, then the Llama classifier reading both.
+    "full": ("nudenet", "caption", "classifier"),
 }
 
+# Stages whose models come from the Hugging Face Hub, pinned in settings (`SafetySettings.hub_pins`).
+HUB_STAGES: tuple[str, ...] = ("caption", "classifier")
+
 # The optional dependency group (pyproject extra) a worker needs for each level.
-LEVEL_EXTRAS: dict[str, str] = {"light": "safety-light"}
+LEVEL_EXTRAS: dict[str, str] = {"light": "safety-light", "full": "safety-full"}
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cutout_fleet.errors import ConfigError
+from cutout_fleet.safety.classification.schema import SAFETY_DOMAINS
 from cutout_fleet.safety.labels import STAGE_LABELS
 from cutout_fleet.safety.levels import STAGE_NAMES
 from cutout_fleet.safety.verdict import Decision
+
+# The domains each scoring stage gives, so a policy that names another (a typo) is refused, not ignored.
+STAGE_SCORES: dict[str, tuple[str, ...]] = {"classifier": SAFETY_DOMAINS}
 
 BUILTIN_POLICY = "safety_policy.toml"
 POLICY_SETTING = "CUTOUT_SAFETY__POLICY_FILE"
@@ -114,6 +118,13 @@ class GatePolicy(_Strict):
             unknown = sorted(set(stage.labels) - known) if known is not None else []
             if unknown:
                 raise ValueError(f"stage {name!r} has no label {', '.join(map(repr, unknown))}")
+            scored = STAGE_SCORES.get(name)
+            unscored = sorted(set(stage.scores) - set(scored)) if scored is not None else []
+            if unscored:
+                raise ValueError(
+                    f"stage {name!r} scores no {', '.join(map(repr, unscored))}; "
+                    f"its domains are {', '.join(scored or ())}"
+                )
         return self
 
     def stage(self, name: str) -> StagePolicy:

@@ -54,13 +54,21 @@ class StageDetection(Detection):
 
 class StageResult(_Frozen):
     """One stage's slot.  Which result fields a stage fills depends on its kind: detectors fill
-    `detections`, classifiers `scores` (domain -> 0..1), captioners `text`."""
+    `detections`; captioners `text` (and `truncated` when generation was cut short); classifiers
+    `scores` (domain -> 0..1) with a short `explanations` line per domain, an overall `category` and
+    the catalog `attributes` the job asked for; a classifier answer it could not use is kept in
+    `raw_answer` (shortened), beside the `error` that says why."""
 
     status: StageStatus
     model: str | None = None  # the id of the model that produced the result
     detections: tuple[Detection, ...] = ()
     scores: dict[str, float] = Field(default_factory=dict)
+    explanations: dict[str, str] = Field(default_factory=dict)
+    category: str | None = None
+    attributes: dict[str, str | list[str]] = Field(default_factory=dict)
     text: str | None = None
+    truncated: bool | None = None
+    raw_answer: str | None = None
     error: str | None = None  # failed: what it raised; missing: why it could not run
     timings_ms: dict[str, float] = Field(default_factory=dict)
 

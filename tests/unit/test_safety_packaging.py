@@ -76,8 +76,30 @@ def test_the_safety_light_extra_pins_the_nudenet_the_worker_checks() -> None:
 
     assert f"nudenet=={STAGE_MODELS['nudenet'].version}" in extras["safety-light"]
     assert "opencv-python-headless" in requirement_names(extras["safety-light"])
-    assert "cutout-fleet[safety-light]" in extras["gpu"]
+    assert "cutout-fleet[safety-full]" in extras["gpu"]
+    assert "cutout-fleet[safety-light]" in extras["safety-full"]
     assert "nudenet" not in requirement_names(extras["gpu"])  # only through the extra, pinned once
+    assert "nudenet" not in requirement_names(extras["safety-full"])
+
+
+def test_the_base_install_and_the_light_extra_have_no_torch_transformers_or_llama_cpp() -> None:
+    project = pyproject()["project"]
+    assert isinstance(project, dict)
+    heavy = {"torch", "transformers", "llama-cpp-python", "huggingface-hub"}
+
+    assert not requirement_names(project["dependencies"]) & heavy
+    assert not requirement_names(project["optional-dependencies"]["safety-light"]) & heavy
+    assert requirement_names(project["optional-dependencies"]["safety-full"]) >= heavy
+
+
+def test_ci_installs_torch_cpu_first_and_every_safety_extra_so_no_safety_test_skips() -> None:
+    lines = (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+    torch_at = next(i for i, line in enumerate(lines) if 'pip install -q "torch==2.13.0+cpu"' in line)
+    extras_at = next(i for i, line in enumerate(lines) if "pip install" in line and "-e" in line)
+
+    assert torch_at < extras_at and "safety-full" in lines[extras_at]
+    commands = [line for line in lines if not line.lstrip().startswith("#")]
+    assert not any("--no-cache-dir" in line for line in commands)  # the llama wheel is reused
 
 
 def test_ci_installs_the_safety_light_extra_so_the_nudenet_tests_run() -> None:

@@ -1,31 +1,49 @@
 """Which safety levels this worker can run: what it advertises to `cutout enqueue` (worker/control.py).
 
 `none` always; `light` when `nudenet` (the optional `safety-light` extra) imports and ships the pinned
-model file.  Found once per process and cached: the answer cannot change without a restart.
-Nothing here imports NudeNet or OpenCV until the first question.
+model file; `full` when, beyond that, torch, transformers and llama-cpp-python (the `safety-full` extra)
+are installed and both Hub models are pulled.  Nothing here imports NudeNet or OpenCV until the first
+question, and nothing imports torch at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import logging
 from functools import lru_cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.safety.levels import LEVEL_EXTRAS, NO_SAFETY, NUDENET_320N, SafetyModel
 
 log = logging.getLogger(__name__)
 
 
+# The Python packages level `full` runs on (the `safety-full` extra), by import name.
+FULL_RUNTIMES: tuple[str, ...] = ("torch", "transformers", "llama_cpp")
+# `cutout models pull NAME` for each Hub stage (worker/models/hub_pull.py's routes).
+PULL_NAMES: dict[str, str] = {"caption": "florence-2-large", "classifier": "llama-3.1-8b-instruct"}
+
+
 def install_hint(level: str) -> str:
     extra = LEVEL_EXTRAS.get(level, "")
+    if level == "full":
+        return (
+            f"install the {extra!r} extra on the worker (pip install 'cutout-fleet[{extra}]'; "
+            "Dockerfile.gpu has it) and restart it"
+        )
     return (
         f"install the {extra!r} extra on the worker (pip install 'cutout-fleet[{extra}]', or build the "
         f"image with --build-arg WITH_SAFETY_LIGHT=true; NudeNet is AGPL-3.0, see README.md) and restart it"
     )
+
+
+def pull_hint(stage: str) -> str:
+    return f"run `cutout models pull {PULL_NAMES[stage]}` on the worker (CUTOUT_MODEL_DIR) and restart it"
 
 
 def model_resource(model: SafetyModel) -> Traversable:
@@ -62,8 +80,7 @@ def nudenet_problem() -> str | None:
 
 
 @lru_cache(maxsize=1)
-def safety_levels() -> tuple[str, ...]:
-    """The safety levels this worker can run."""
+def _light_levels() -> tuple[str, ...]:
     levels = [NO_SAFETY]
     problem = nudenet_problem()
     if problem is None:
@@ -71,3 +88,35 @@ def safety_levels() -> tuple[str, ...]:
     else:
         log.info("safety level light is not available on this worker: %s", problem)
     return tuple(levels)
+
+
+def full_problem(settings: Settings) -> str | None:
+    """Why this worker cannot run level `full` (the caption and classifier after NudeNet), or None.
+
+    Looks only at what is installed and pulled: importing torch or touching CUDA here, in the Celery
+    parent before the pool forks, would break the children (models load after fork)."""
+    missing = [name for name in FULL_RUNTIMES if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed; {install_hint('full')}"
+    safety = settings.safety
+    florence = safety.caption_model.local_path(settings.model_dir)
+    if not (florence / "config.json").is_file():
+        return f"the caption model {safety.caption_model.ref} is not in {florence}; {pull_hint('caption')}"
+    gguf = safety.classifier_model.local_path(settings.model_dir)
+    if not gguf.is_file():
+        return (
+            f"the classifier model {safety.classifier_model.ref} is not at {gguf}; {pull_hint('classifier')}"
+        )
+    return None
+
+
+def safety_levels(settings: Settings | None = None) -> tuple[str, ...]:
+    """The safety levels this worker can run (`full` only considered when `settings` are given)."""
+    levels = _light_levels()
+    if settings is None or "light" not in levels:
+        return levels
+    problem = full_problem(settings)
+    if problem is not None:
+        log.info("safety level full is not available on this worker: %s", problem)
+        return levels
+    return (*levels, "full")

@@ -1,7 +1,11 @@
-"""Running a job's safety stages on one image, with this process's detectors (made after fork, reused).
+"""Running a job's safety stages on one image, with this process's models (made after fork, reused).
 
-A stage never fails the item: a stage that cannot run on this worker is `missing`, one that raises is
-`failed`, and the gate's policy decides what either means (default `review`).  Time limits pass through.
+A stage never fails the item: a stage that cannot run on this worker is `missing`, one that raises (or,
+for the classifier, answers late or malformed) is `failed`, and the gate's policy decides what either
+means (default `review`).  Time limits pass through.
+
+Level `full` runs NudeNet, then the Florence-2 caption, then the Llama classifier, which reads the
+caption and NudeNet's detections.  Each model is loaded once per process, on first use or by `warm_up`.
 """
 
 from __future__ import annotations
@@ -9,20 +13,32 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from PIL import Image
 
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.safety.levels import level_stages
-from cutout_fleet.safety.verdict import ModelRef, StageResult, StageStatus
+from cutout_fleet.safety.verdict import Detection, ModelRef, StageResult, StageStatus
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.safety.captioner import Caption, Florence2Captioner
+from cutout_fleet.worker.safety.classifier import LlamaClassifier
 from cutout_fleet.worker.safety.detector import NudeNetDetector
+from cutout_fleet.worker.safety.hub_models import caption_model_ref, classifier_model_ref
 
 log = logging.getLogger(__name__)
 
 MS_PER_S = 1000.0
+RAW_ANSWER_MAX_CHARS = 4000  # what a verdict keeps of a classifier answer it could not use
+# Florence-2 sees 768 x 768 whatever it is given: a source is first reduced by a whole factor to at most
+# this side, so a micro-batch holds small images, and a caption made alone or in a batch sees the same
+# pixels.
+CAPTION_INPUT_MAX_SIDE_PX = 1536
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,35 +50,92 @@ class StageRun:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+class _PerProcess(Generic[T]):
+    """One model, loaded on first use in this process; a load that failed is remembered (ConfigError
+    again, not a retry per image).  A child made by fork starts over: neither onnxruntime's thread
+    pools, torch's CUDA context nor llama.cpp's state survive a fork."""
+
+    def __init__(self, load: Callable[[], T]) -> None:
+        self._load = load
+        self._pid = os.getpid()
+        self._value: T | None = None
+        self._problem: str | None = None
+
+    def get(self) -> T:
+        if os.getpid() != self._pid:
+            self._value, self._problem, self._pid = None, None, os.getpid()
+        if self._problem is not None:
+            raise ConfigError(self._problem)
+        if self._value is None:
+            try:
+                self._value = self._load()
+            except ConfigError as exc:
+                self._problem = str(exc)
+                raise
+        return self._value
+
+
 class SafetyStages:
-    """This process's safety detectors, loaded on first use; a child made by fork loads its own."""
+    """This process's safety models, each loaded once, on first use (or `warm_up`)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._pid = os.getpid()
-        self._nudenet: NudeNetDetector | None = None
-        self._nudenet_problem: str | None = None
+        worker, safety = settings.worker, settings.safety
+        self._nudenet = _PerProcess(
+            lambda: NudeNetDetector(providers=worker.providers, intra_op_threads=worker.intra_op_threads)
+        )
+        self._captioner = _PerProcess(
+            lambda: Florence2Captioner(
+                safety.caption_model.local_path(settings.model_dir),
+                max_new_tokens=safety.caption_max_new_tokens,
+                max_time_s=safety.caption_timeout_s,
+                threads=worker.intra_op_threads or None,
+            )
+        )
+        self._classifier = _PerProcess(
+            lambda: LlamaClassifier(
+                safety.classifier_model.local_path(settings.model_dir),
+                n_ctx=safety.classifier_n_ctx,
+                max_time_s=safety.classifier_timeout_s,
+                n_threads=worker.intra_op_threads or None,
+            )
+        )
 
     def nudenet(self) -> NudeNetDetector:
-        """The detector, loaded once; ConfigError (remembered, not retried per image) when it cannot be."""
-        if os.getpid() != self._pid:
-            # onnxruntime's thread pools do not survive a fork: a child starts over.
-            self._nudenet, self._nudenet_problem, self._pid = None, None, os.getpid()
-        if self._nudenet_problem is not None:
-            raise ConfigError(self._nudenet_problem)
-        if self._nudenet is None:
-            worker = self.settings.worker
-            try:
-                self._nudenet = NudeNetDetector(
-                    providers=worker.providers, intra_op_threads=worker.intra_op_threads
-                )
-            except ConfigError as exc:
-                self._nudenet_problem = str(exc)
-                raise
-        return self._nudenet
+        """The detector, loaded once; ConfigError (remembered) when it cannot be."""
+        return self._nudenet.get()
 
-    def run(self, level: str, image: Image.Image) -> StageRun:
-        """Every stage `level` asks for, on `image` (RGB, EXIF-oriented: `decode_image(...).rgb`)."""
+    def captioner(self) -> Florence2Captioner:
+        return self._captioner.get()
+
+    def classifier(self) -> LlamaClassifier:
+        return self._classifier.get()
+
+    def warm_up(self, level: str) -> None:
+        """Load every model `level` needs now (a worker's start), logging what cannot be loaded: the
+        items will then record the stage as `missing`, with the same reason."""
+        loaders: dict[str, Callable[[], object]] = {
+            "nudenet": self.nudenet,
+            "caption": self.captioner,
+            "classifier": self.classifier,
+        }
+        for name in level_stages(level):
+            try:
+                loaders[name]()
+            except ConfigError as exc:
+                log.warning("safety stage %s cannot run on this worker: %s", name, exc)
+
+    def run(
+        self,
+        level: str,
+        image: Image.Image,
+        *,
+        attributes: Sequence[str] = (),
+        caption: Caption | None = None,
+    ) -> StageRun:
+        """Every stage `level` asks for, on `image` (RGB, EXIF-oriented: `decode_image(...).rgb`).
+        `caption`: this image's caption, already made in a micro-batch with its neighbours
+        (worker/caption_batches.py); None: the caption stage makes it now."""
         stages: dict[str, StageResult] = {}
         models: list[ModelRef] = []
         timings: dict[str, float] = {}
@@ -70,6 +143,10 @@ class SafetyStages:
             started = time.perf_counter()
             if name == "nudenet":
                 result, model = self._run_nudenet(image)
+            elif name == "caption":
+                result, model = self._run_caption(image, caption)
+            elif name == "classifier":
+                result, model = self._run_classifier(stages, attributes)
             else:
                 result, model = StageResult.missing(f"this worker has no runner for stage {name!r}"), None
             timings[name] = (time.perf_counter() - started) * MS_PER_S
@@ -100,3 +177,76 @@ class SafetyStages:
             detections=found.detections,
             timings_ms={"load": loaded_ms, **found.timings_ms},
         ), detector.model
+
+    def _run_caption(self, image: Image.Image, given: Caption | None) -> tuple[StageResult, ModelRef | None]:
+        started = time.perf_counter()
+        try:
+            captioner = self.captioner()
+        except ConfigError as exc:
+            return StageResult.missing(str(exc)), None
+        loaded_ms = (time.perf_counter() - started) * MS_PER_S
+        model = caption_model_ref(self.settings, captioner.device)
+        try:
+            (caption,) = [given] if given is not None else captioner.caption([caption_input(image)])
+        except INTERRUPTS:
+            raise
+        except Exception as exc:  # a caption that fails is a reason for review, never an item failure
+            log.warning("Florence-2 failed: %s", exc, exc_info=True)
+            return StageResult.failed(
+                f"{type(exc).__name__}: {exc}", model=model.id, timings_ms={"load": loaded_ms}
+            ), model
+        return StageResult(
+            status=StageStatus.OK,
+            model=model.id,
+            text=caption.text,
+            truncated=caption.truncated,
+            timings_ms={"load": loaded_ms, **caption.timings_ms},
+        ), model
+
+    def _run_classifier(
+        self, earlier: dict[str, StageResult], attributes: Sequence[str]
+    ) -> tuple[StageResult, ModelRef | None]:
+        started = time.perf_counter()
+        try:
+            classifier = self.classifier()
+        except ConfigError as exc:
+            return StageResult.missing(str(exc)), None
+        loaded_ms = (time.perf_counter() - started) * MS_PER_S
+        model = classifier_model_ref(self.settings, classifier.device)
+        caption = earlier.get("caption")
+        nudenet = earlier.get("nudenet")
+        detections: tuple[Detection, ...] = nudenet.detections if nudenet else ()
+        try:
+            answer = classifier.classify(caption.text if caption else None, detections, attributes)
+        except INTERRUPTS:
+            raise
+        except Exception as exc:  # the runner should catch its own faults; a bug still means review
+            log.warning("the classifier failed: %s", exc, exc_info=True)
+            return StageResult.failed(
+                f"{type(exc).__name__}: {exc}", model=model.id, timings_ms={"load": loaded_ms}
+            ), model
+        timings = {"load": loaded_ms, **answer.timings_ms}
+        if answer.classification is None:
+            return StageResult(
+                status=StageStatus.FAILED,
+                model=model.id,
+                error=answer.error or f"no usable answer ({answer.finish})",
+                raw_answer=answer.raw[:RAW_ANSWER_MAX_CHARS],
+                timings_ms=timings,
+            ), model
+        found = answer.classification
+        return StageResult(
+            status=StageStatus.OK,
+            model=model.id,
+            scores=dict(found.scores),
+            explanations=dict(found.reasons),
+            category=found.category,
+            attributes=dict(found.attributes),
+            timings_ms=timings,
+        ), model
+
+
+def caption_input(image: Image.Image) -> Image.Image:
+    """The image the captioner is given (see CAPTION_INPUT_MAX_SIDE_PX): the same in every path."""
+    factor = -(-max(image.size) // CAPTION_INPUT_MAX_SIDE_PX)  # ceiling division
+    return image.reduce(factor) if factor > 1 else image
