@@ -191,7 +191,7 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
             if name in HUB_ROUTES:
                 pin = getattr(settings.safety, HUB_ROUTES[name])
                 pulled = pull_hub_model(
-                    pin, settings.model_dir, progress=lambda line: click.echo(line, err=True)
+                    pin, settings.model_dir, progress=lambda line: click.echo(line, err=True), force=force
                 )
                 click.echo(
                     f"{name}: {pulled.path} ({pin.ref}: {len(pulled.files)} file(s), "

@@ -153,6 +153,18 @@ def test_a_file_of_another_size_is_pulled_again(hub: FakeHub, model_dir: Path) -
     assert [p.name for p in weights.parent.parent.iterdir()] == [COMMIT]  # the old copy is gone
 
 
+def test_force_pulls_again_a_copy_damaged_in_place(hub: FakeHub, model_dir: Path) -> None:
+    pull_hub_model(CAPTION, model_dir, endpoint=hub.url)
+    weights = CAPTION.local_path(model_dir) / "model.safetensors"
+    weights.write_bytes(bytes(len(WEIGHTS)))  # same size: the record alone cannot tell
+    requests_before = hub.request_count()
+
+    pull_hub_model(CAPTION, model_dir, endpoint=hub.url, force=True)
+
+    assert hub.request_count() > requests_before
+    assert weights.read_bytes() == WEIGHTS
+
+
 def test_a_record_for_another_pin_is_not_read(hub: FakeHub, model_dir: Path) -> None:
     pull_hub_model(CLASSIFIER, model_dir, endpoint=hub.url)
     other_file = CLASSIFIER.model_copy(update={"file": "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"})

@@ -55,14 +55,20 @@ class HubPull:
 
 
 def pull_hub_model(
-    pin: HubModelPin, model_dir: Path, *, endpoint: str | None = None, progress: Progress | None = None
+    pin: HubModelPin,
+    model_dir: Path,
+    *,
+    endpoint: str | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
 ) -> HubPull:
-    """Make `pin` present in `model_dir` (at `pin.local_path(model_dir)`); download it only when needed.
+    """Make `pin` present in `model_dir` (at `pin.local_path(model_dir)`); download it only when needed,
+    or always with `force` (a copy damaged on disk: its record still matches, its bytes do not).
 
     `endpoint` None: huggingface_hub's own (HF_ENDPOINT, else huggingface.co); HF_TOKEN is its own too.
     """
     say = progress or _silent
-    present = _already_pulled(pin, model_dir)
+    present = None if force else _already_pulled(pin, model_dir)
     if present is not None:
         say(f"{pin.ref}: already pulled at {present.path}")
         return present
