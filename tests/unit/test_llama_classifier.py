@@ -312,6 +312,18 @@ def test_a_failing_llama_call_is_an_answer_not_an_exception(tiny_model: Path) ->
     assert "context window" in answer.error
 
 
+def test_an_answer_cut_short_by_a_full_context_window_says_to_raise_it(tiny_model: Path) -> None:
+    # Given a context that holds the prompt but not the longest answer the schema allows
+    tight = LlamaClassifier(tiny_model, n_ctx=2900, n_threads=THREADS)
+
+    answer = tight.classify(CAPTION, DETECTIONS)
+
+    assert answer.finish == "length" and answer.classification is None
+    assert answer.tokens < max_answer_tokens()
+    assert "context window (2900 tokens) filled up" in (answer.error or "")
+    assert "CUTOUT_SAFETY__CLASSIFIER_N_CTX" in (answer.error or "")
+
+
 def test_a_missing_model_file_says_how_to_pull_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cutout models pull llama-3\.1-8b-instruct"):
         LlamaClassifier(tmp_path / "absent.gguf")
@@ -368,6 +380,7 @@ def test_an_answer_cut_at_the_token_limit_says_so(
     classifier: LlamaClassifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(classifier._llama, "create_chat_completion", lambda **_: _chunks('{"domains"', ": {"))
+    monkeypatch.setattr(classifier_module, "max_answer_tokens", lambda attributes=(): 2)  # the budget, spent
 
     answer = classifier.classify(CAPTION, DETECTIONS)
 

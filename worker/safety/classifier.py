@@ -121,6 +121,7 @@ class LlamaClassifier:
         self.model_path = model_path
         self.max_time_s = max_time_s
         self.seed = seed
+        self.n_ctx = n_ctx
         try:
             self._llama: Any = llama_cpp.Llama(
                 model_path=str(model_path),
@@ -188,6 +189,12 @@ class LlamaClassifier:
                 classification = parse_answer(raw, wanted)
             except MalformedAnswer as exc:
                 cut = f"cut short at {len(run.pieces)} tokens; " if run.finish == "length" else ""
+                if run.finish == "length" and len(run.pieces) < max_answer_tokens(wanted):
+                    # Below the answer's budget: llama.cpp stopped because the context window filled up.
+                    cut = (
+                        f"the context window ({self.n_ctx} tokens) filled up after {len(run.pieces)} tokens "
+                        "of answer (raise CUTOUT_SAFETY__CLASSIFIER_N_CTX); "
+                    )
                 error = f"malformed answer: {cut}{exc}"
         return ClassifierAnswer(classification, error, raw, run.finish, timings, tokens=len(run.pieces))
 
