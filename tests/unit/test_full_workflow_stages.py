@@ -19,7 +19,7 @@ from cutout_fleet.errors import ConfigError, InvalidOptions
 from cutout_fleet.options import make_options, options_hash
 from cutout_fleet.safety import SourceRef, build_verdict, load_policy, safety_fingerprint
 from cutout_fleet.safety.classification import SAFETY_DOMAINS, Classification, parse_answer
-from cutout_fleet.safety.verdict import Detection
+from cutout_fleet.safety.verdict import Detection, ModelRef
 from cutout_fleet.worker.safety import stages as stages_module
 from cutout_fleet.worker.safety.captioner import Caption
 from cutout_fleet.worker.safety.classifier import ClassifierAnswer
@@ -75,14 +75,22 @@ def canned(scores: dict[str, float] | None = None, **attributes: object) -> str:
     return json.dumps(answer)
 
 
+def stand_in(stage: str, runner: object | None, missing: str = "") -> _PerProcess:  # type: ignore[type-arg]
+    """A stage's per-process model slot holding `runner` (None: a model that is not pulled)."""
+    model = ModelRef(stage=stage, id=f"fake-{stage}", revision="0" * 40, sha256="", providers=("cpu",))
+
+    def load() -> tuple[object, ModelRef]:
+        if runner is None:
+            raise ConfigError(f"{missing} is not pulled")
+        return runner, model
+
+    return _PerProcess(load)
+
+
 def full_stages(captioner: FakeCaptioner | None, classifier: FakeClassifier | None) -> SafetyStages:
     stages = SafetyStages(Settings(model_dir=Path("/nonexistent")))
-
-    def missing(what: str) -> object:
-        raise ConfigError(f"{what} is not pulled")
-
-    stages._captioner = _PerProcess(lambda: captioner if captioner else missing("florence"))  # type: ignore[assignment,arg-type,return-value]
-    stages._classifier = _PerProcess(lambda: classifier if classifier else missing("llama"))  # type: ignore[assignment,arg-type,return-value]
+    stages._captioner = stand_in("caption", captioner, "florence")
+    stages._classifier = stand_in("classifier", classifier, "llama")
     return stages
 
 

@@ -76,40 +76,49 @@ class _PerProcess(Generic[T]):
 
 
 class SafetyStages:
-    """This process's safety models, each loaded once, on first use (or `warm_up`)."""
+    """This process's safety models, each loaded once, on first use (or `warm_up`), with the ModelRef
+    the verdict names it by (worked out at load: per image it would read the pull record again)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        worker, safety = settings.worker, settings.safety
-        self._nudenet = _PerProcess(
-            lambda: NudeNetDetector(providers=worker.providers, intra_op_threads=worker.intra_op_threads)
+        self._nudenet: _PerProcess[tuple[NudeNetDetector, ModelRef]] = _PerProcess(self._load_nudenet)
+        self._captioner: _PerProcess[tuple[Florence2Captioner, ModelRef]] = _PerProcess(self._load_captioner)
+        self._classifier: _PerProcess[tuple[LlamaClassifier, ModelRef]] = _PerProcess(self._load_classifier)
+
+    def _load_nudenet(self) -> tuple[NudeNetDetector, ModelRef]:
+        worker = self.settings.worker
+        detector = NudeNetDetector(providers=worker.providers, intra_op_threads=worker.intra_op_threads)
+        return detector, detector.model
+
+    def _load_captioner(self) -> tuple[Florence2Captioner, ModelRef]:
+        settings, safety = self.settings, self.settings.safety
+        captioner = Florence2Captioner(
+            safety.caption_model.local_path(settings.model_dir),
+            max_new_tokens=safety.caption_max_new_tokens,
+            max_time_s=safety.caption_timeout_s,
+            threads=settings.worker.intra_op_threads or None,
         )
-        self._captioner = _PerProcess(
-            lambda: Florence2Captioner(
-                safety.caption_model.local_path(settings.model_dir),
-                max_new_tokens=safety.caption_max_new_tokens,
-                max_time_s=safety.caption_timeout_s,
-                threads=worker.intra_op_threads or None,
-            )
+        return captioner, caption_model_ref(settings, captioner.device)
+
+    def _load_classifier(self) -> tuple[LlamaClassifier, ModelRef]:
+        settings, safety = self.settings, self.settings.safety
+        classifier = LlamaClassifier(
+            safety.classifier_model.local_path(settings.model_dir),
+            n_ctx=safety.classifier_n_ctx,
+            max_time_s=safety.classifier_timeout_s,
+            n_threads=settings.worker.intra_op_threads or None,
         )
-        self._classifier = _PerProcess(
-            lambda: LlamaClassifier(
-                safety.classifier_model.local_path(settings.model_dir),
-                n_ctx=safety.classifier_n_ctx,
-                max_time_s=safety.classifier_timeout_s,
-                n_threads=worker.intra_op_threads or None,
-            )
-        )
+        return classifier, classifier_model_ref(settings, classifier.device)
 
     def nudenet(self) -> NudeNetDetector:
         """The detector, loaded once; ConfigError (remembered) when it cannot be."""
-        return self._nudenet.get()
+        return self._nudenet.get()[0]
 
     def captioner(self) -> Florence2Captioner:
-        return self._captioner.get()
+        return self._captioner.get()[0]
 
     def classifier(self) -> LlamaClassifier:
-        return self._classifier.get()
+        return self._classifier.get()[0]
 
     def warm_up(self, level: str) -> None:
         """Load every model `level` needs now (a worker's start), logging what cannot be loaded: the
@@ -156,94 +165,81 @@ class SafetyStages:
         return StageRun(stages, tuple(models), timings)
 
     def _run_nudenet(self, image: Image.Image) -> tuple[StageResult, ModelRef | None]:
-        started = time.perf_counter()
-        try:
-            detector = self.nudenet()
-        except ConfigError as exc:
-            return StageResult.missing(str(exc)), None
-        loaded_ms = (time.perf_counter() - started) * MS_PER_S
-        try:
+        def detect(detector: NudeNetDetector, model: ModelRef) -> StageResult:
             found = detector.detect(image)
-        except INTERRUPTS:
-            raise
-        except Exception as exc:  # any fault of the stage is evidence the gate weighs, not an item failure
-            log.warning("NudeNet failed: %s", exc, exc_info=True)
-            return StageResult.failed(
-                f"{type(exc).__name__}: {exc}", model=detector.model.id, timings_ms={"load": loaded_ms}
-            ), detector.model
-        return StageResult(
-            status=StageStatus.OK,
-            model=detector.model.id,
-            detections=found.detections,
-            timings_ms={"load": loaded_ms, **found.timings_ms},
-        ), detector.model
+            return StageResult(
+                status=StageStatus.OK,
+                model=model.id,
+                detections=found.detections,
+                timings_ms=found.timings_ms,
+            )
+
+        return _run_stage("NudeNet", self._nudenet, detect)
 
     def _run_caption(self, image: Image.Image, given: Caption | None) -> tuple[StageResult, ModelRef | None]:
-        started = time.perf_counter()
-        try:
-            captioner = self.captioner()
-        except ConfigError as exc:
-            return StageResult.missing(str(exc)), None
-        loaded_ms = (time.perf_counter() - started) * MS_PER_S
-        model = caption_model_ref(self.settings, captioner.device)
-        try:
+        def describe(captioner: Florence2Captioner, model: ModelRef) -> StageResult:
             (caption,) = [given] if given is not None else captioner.caption([caption_input(image)])
-        except INTERRUPTS:
-            raise
-        except Exception as exc:  # a caption that fails is a reason for review, never an item failure
-            log.warning("Florence-2 failed: %s", exc, exc_info=True)
-            return StageResult.failed(
-                f"{type(exc).__name__}: {exc}", model=model.id, timings_ms={"load": loaded_ms}
-            ), model
-        return StageResult(
-            status=StageStatus.OK,
-            model=model.id,
-            text=caption.text,
-            truncated=caption.truncated,
-            timings_ms={"load": loaded_ms, **caption.timings_ms},
-        ), model
+            return StageResult(
+                status=StageStatus.OK,
+                model=model.id,
+                text=caption.text,
+                truncated=caption.truncated,
+                timings_ms=caption.timings_ms,
+            )
+
+        return _run_stage("Florence-2", self._captioner, describe)
 
     def _run_classifier(
         self, earlier: dict[str, StageResult], attributes: Sequence[str]
     ) -> tuple[StageResult, ModelRef | None]:
-        started = time.perf_counter()
-        try:
-            classifier = self.classifier()
-        except ConfigError as exc:
-            return StageResult.missing(str(exc)), None
-        loaded_ms = (time.perf_counter() - started) * MS_PER_S
-        model = classifier_model_ref(self.settings, classifier.device)
         caption = earlier.get("caption")
         nudenet = earlier.get("nudenet")
         detections: tuple[Detection, ...] = nudenet.detections if nudenet else ()
-        try:
+
+        def classify(classifier: LlamaClassifier, model: ModelRef) -> StageResult:
             answer = classifier.classify(caption.text if caption else None, detections, attributes)
-        except INTERRUPTS:
-            raise
-        except Exception as exc:  # the runner should catch its own faults; a bug still means review
-            log.warning("the classifier failed: %s", exc, exc_info=True)
-            return StageResult.failed(
-                f"{type(exc).__name__}: {exc}", model=model.id, timings_ms={"load": loaded_ms}
-            ), model
-        timings = {"load": loaded_ms, **answer.timings_ms}
-        if answer.classification is None:
+            if answer.classification is None:
+                return StageResult(
+                    status=StageStatus.FAILED,
+                    model=model.id,
+                    error=answer.error or f"no usable answer ({answer.finish})",
+                    raw_answer=answer.raw[:RAW_ANSWER_MAX_CHARS],
+                    timings_ms=answer.timings_ms,
+                )
+            found = answer.classification
             return StageResult(
-                status=StageStatus.FAILED,
+                status=StageStatus.OK,
                 model=model.id,
-                error=answer.error or f"no usable answer ({answer.finish})",
-                raw_answer=answer.raw[:RAW_ANSWER_MAX_CHARS],
-                timings_ms=timings,
-            ), model
-        found = answer.classification
-        return StageResult(
-            status=StageStatus.OK,
-            model=model.id,
-            scores=dict(found.scores),
-            explanations=dict(found.reasons),
-            category=found.category,
-            attributes=dict(found.attributes),
-            timings_ms=timings,
-        ), model
+                scores=dict(found.scores),
+                explanations=dict(found.reasons),
+                category=found.category,
+                attributes=dict(found.attributes),
+                timings_ms=answer.timings_ms,
+            )
+
+        return _run_stage("the classifier", self._classifier, classify)
+
+
+def _run_stage(
+    what: str, slot: _PerProcess[tuple[T, ModelRef]], work: Callable[[T, ModelRef], StageResult]
+) -> tuple[StageResult, ModelRef | None]:
+    """One stage: its model (`missing` when it cannot be loaded here), then `work`; whatever `work`
+    raises is the stage's `failed` result, never an item failure (time limits pass through).  The load
+    time (zero once loaded) joins the stage's own timings."""
+    started = time.perf_counter()
+    try:
+        runner, model = slot.get()
+    except ConfigError as exc:
+        return StageResult.missing(str(exc)), None
+    loaded = {"load": (time.perf_counter() - started) * MS_PER_S}
+    try:
+        result = work(runner, model)
+    except INTERRUPTS:
+        raise
+    except Exception as exc:  # any fault of the stage is evidence the gate weighs
+        log.warning("%s failed: %s", what, exc, exc_info=True)
+        return StageResult.failed(f"{type(exc).__name__}: {exc}", model=model.id, timings_ms=loaded), model
+    return result.model_copy(update={"timings_ms": {**loaded, **result.timings_ms}}), model
 
 
 def caption_input(image: Image.Image) -> Image.Image:
