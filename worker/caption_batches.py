@@ -46,7 +46,9 @@ def caption_batch(items: Sequence[tuple[ItemRef, str]], ctx: ItemContext, captio
         if item.key in ctx.prefetched:
             continue
         got = _read(item, output_key, ctx)
-        if got is not None:
+        if isinstance(got, Prefetched):
+            ctx.prefetched[item.key] = got  # up to date: its own pass skips it without asking again
+        elif got is not None:
             read.append(got)
     if not read:
         return 0
@@ -69,15 +71,17 @@ def caption_batch(items: Sequence[tuple[ItemRef, str]], ctx: ItemContext, captio
     return len(captions)
 
 
-def _read(item: ItemRef, output_key: str, ctx: ItemContext) -> tuple[ItemRef, Prefetched, Image.Image] | None:
-    """The item's marker metadata, bytes and caption input; None when it is up to date or cannot be
-    read or decoded (its own pass records why)."""
+def _read(
+    item: ItemRef, output_key: str, ctx: ItemContext
+) -> tuple[ItemRef, Prefetched, Image.Image] | Prefetched | None:
+    """The item's marker metadata, bytes and caption input; a Prefetched without source when it is up
+    to date; None when it cannot be read or decoded (its own pass meets the problem and records it)."""
     assert ctx.safety is not None
     started = time.perf_counter()
     try:
         seen = ctx.out.head_metadata(ctx.safety.verdict_key(output_key))
         if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
-            return None
+            return Prefetched(seen, None, None, {"check": (time.perf_counter() - started) * MS_PER_S})
         checked = time.perf_counter()
         source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
         read = time.perf_counter()

@@ -136,7 +136,7 @@ class Prefetched:
     """An item a caption micro-batch got to first: what it saw, read and said (worker/caption_batches.py)."""
 
     seen: dict[str, str] | None  # the "up to date" marker's metadata (the ETag a rewrite is conditional on)
-    source: StoredObject
+    source: StoredObject | None  # None: the check found the output up to date, so nothing was read
     caption: Caption | None  # None: the batch could not caption it; the item's own stage will try
     timings_ms: dict[str, float]
 
@@ -218,8 +218,10 @@ def _cut_out(
     early = ctx.prefetched.pop(item.key, None) if ctx.prefetched is not None else None
     if early is not None:
         # A micro-batch checked, read and captioned it moments ago: its share of that work counts here.
-        seen, source, caption = early.seen, early.source, early.caption
         timings.ms.update(early.timings_ms)
+        if early.source is None:
+            return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
+        seen, source, caption = early.seen, early.source, early.caption
     else:
         with timings.stage("check"):
             seen = ctx.out.head_metadata(marker_key)  # also the ETag a rewrite is conditional on

@@ -22,12 +22,13 @@ from cutout_fleet.options import make_options
 from cutout_fleet.safety import read_verdict
 from cutout_fleet.state import JobSpec, MemoryJobStore
 from cutout_fleet.state.records import ItemStart
+from cutout_fleet.worker import caption_batches, pipeline
 from cutout_fleet.worker.batch import BatchRuntime, run_batch
 from cutout_fleet.worker.safety.captioner import Caption
-from cutout_fleet.worker.safety.stages import SafetyStages, _PerProcess
+from cutout_fleet.worker.safety.stages import SafetyStages
 from tests.support.images import encode, gradient_rgb
 from tests.unit.test_batch_per_item import CentrePredictor, FaultySource, a_runtime
-from tests.unit.test_full_workflow_stages import FakeClassifier, canned
+from tests.unit.test_full_workflow_stages import FakeClassifier, canned, stand_in
 
 JOB = "job-full"
 SIZES = {"a.png": (24, 16), "b.png": (30, 20), "c.png": (36, 24), "d.png": (42, 28), "e.png": (48, 32)}
@@ -72,9 +73,8 @@ def full_task(store: MemoryJobStore, source: Path, out: Path) -> TaskMessage:
 
 def with_stages(runtime: BatchRuntime, captioner: CountingCaptioner) -> BatchRuntime:
     stages = SafetyStages(runtime.settings)
-    stages._captioner = _PerProcess(lambda: captioner)  # type: ignore[assignment,arg-type,return-value]
-    classifier = FakeClassifier(canned())
-    stages._classifier = _PerProcess(lambda: classifier)  # type: ignore[assignment,arg-type,return-value]
+    stages._captioner = stand_in("caption", captioner)
+    stages._classifier = stand_in("classifier", FakeClassifier(canned()))
     runtime.__dict__["safety_stages"] = stages  # the cached property's slot
     return runtime
 
@@ -167,3 +167,32 @@ def test_a_batch_of_one_is_the_setting_that_turns_batching_off(
 
     assert captioner.batches == [1, 1, 1, 1, 1]
     assert captions(out) == expected()
+
+
+class CountingOut(FaultySource):
+    """The output folder, counting the checks of each key's "up to date" marker."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, {})
+        self.heads: list[str] = []
+
+    def head_metadata(self, key: str, **kwargs: object) -> object:
+        self.heads.append(key)
+        return self.inner.head_metadata(key, **kwargs)
+
+
+def test_items_already_up_to_date_are_checked_once_and_not_captioned(
+    folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, out = folders
+    # Folders keep no metadata: stand in for outputs an earlier run left up to date
+    monkeypatch.setattr(caption_batches, "up_to_date", lambda *args, **kwargs: True)
+    monkeypatch.setattr(pipeline, "up_to_date", lambda *args, **kwargs: True)
+    store, captioner, counted = MemoryJobStore(), CountingCaptioner(), CountingOut(out)
+    runtime = with_stages(a_runtime(store, CentrePredictor(), counted), captioner)
+
+    result = run_batch(full_task(store, source, out), runtime, "gpu")
+
+    assert (result.recorded, captioner.batches) == (len(KEYS), [])
+    assert all(o.status == "skipped" for o in store.iter_outcomes(JOB))
+    assert sorted(counted.heads) == sorted(k.replace(".png", ".verdict.json") for k in KEYS)
