@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cutout_fleet.errors import InvalidOptions
+from cutout_fleet.safety.classification.schema import check_attributes
 
 OutputFormat = Literal["png", "webp"]
 RGB = tuple[int, int, int]
@@ -20,8 +21,7 @@ BlockAction = Literal["drop", "quarantine", "write"]  # what a `block` decision 
 ReviewAction = Literal["quarantine", "write"]  # what a `review` decision does with it
 # simple: the cutout (and the safety level asked for); full: the cutout, NudeNet, caption, classifier, gate.
 Workflow = Literal["simple", "full"]
-# Catalog attributes a full job can ask the classifier for (cutout_fleet/safety/classification.py).
-CATALOG_ATTRIBUTES: tuple[str, ...] = ("product_type", "colors", "material")
+
 
 SENSITIVITY_RANGE = (0.0, 1.0)
 MASK_BLUR_RANGE_PX = (0, 64)
@@ -84,11 +84,8 @@ class ImageOptions(BaseModel):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list | tuple):
-            unknown = sorted({str(v) for v in value} - set(CATALOG_ATTRIBUTES))
-            if unknown:
-                known = ", ".join(CATALOG_ATTRIBUTES)
-                raise ValueError(f"unknown catalog attribute(s) {', '.join(unknown)}; choose from {known}")
-            return tuple(sorted(set(value)))  # sorted: the same set gives the same hash
+            # sorted: the same set gives the same hash
+            return tuple(sorted(check_attributes([str(v) for v in value])))
         return value
 
     @model_validator(mode="after")
