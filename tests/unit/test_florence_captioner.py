@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ from PIL import Image
 
 from cutout_fleet.errors import ConfigError
 from cutout_fleet.worker.safety.captioner import Caption, Florence2Captioner, until_eos
-from tests.support.paths import REPO_ROOT, sample_images
+from tests.support.hidden_imports import run_without
+from tests.support.paths import sample_images
 from tests.support.tiny_florence import EOS_ID, PAD_ID, build_tiny_florence
 
 # Different sizes and aspect ratios: 512 x 512, 451 x 300, 600 x 400.
@@ -230,20 +229,17 @@ def test_damaged_weights_are_a_config_error(tiny_dir: Path, tmp_path: Path) -> N
 def test_the_module_imports_without_torch_and_asks_for_the_extra(tiny_dir: Path) -> None:
     # A CPU worker has neither torch nor transformers: importing the stage must work, making it must
     # say what to install.
-    script = f"""
-import sys
-sys.modules["torch"] = None
-sys.modules["transformers"] = None
-from pathlib import Path
-from cutout_fleet.errors import ConfigError
-from cutout_fleet.worker.safety.captioner import Florence2Captioner
-try:
-    Florence2Captioner(Path({str(tiny_dir)!r}))
-except ConfigError as exc:
-    print(exc)
-"""
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+    done = run_without(
+        ["torch", "transformers"],
+        f"""
+        from pathlib import Path
+        from cutout_fleet.errors import ConfigError
+        from cutout_fleet.worker.safety.captioner import Florence2Captioner
+        try:
+            Florence2Captioner(Path({str(tiny_dir)!r}))
+        except ConfigError as exc:
+            print(exc)
+        """,
     )
 
     assert done.returncode == 0, done.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,8 +22,8 @@ from cutout_fleet.worker.models.hub_pull import (
     read_pull_record,
 )
 from tests.support.fake_hub import FakeHub, FakeRepo
+from tests.support.hidden_imports import run_without
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMIT = "4271c66b88cdbc05735372ec13b2360108de5317"
 UNKNOWN_COMMIT = "0" * 40
 WEIGHTS = bytes(range(256)) * 1024  # 256 KiB, the snapshot's largest file
@@ -318,17 +316,7 @@ def test_routes_name_the_safety_settings_hub_pins() -> None:
 
 
 def run_without_huggingface_hub(body: str, *args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys\nsys.modules['huggingface_hub'] = None  # as if not installed\n" + textwrap.dedent(
-        body
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_without(["huggingface_hub"], body, *args)
 
 
 def test_module_imports_without_huggingface_hub_and_a_pull_names_the_extra(tmp_path: Path) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +39,7 @@ from cutout_fleet.worker.interrupts import SoftTimeLimitExceeded
 from cutout_fleet.worker.safety import classifier as classifier_module
 from cutout_fleet.worker.safety.classifier import ClassifierAnswer, LlamaClassifier
 from tests.support import tiny_gguf
-from tests.support.paths import REPO_ROOT
+from tests.support.hidden_imports import run_without
 from tests.support.tiny_gguf import write_tiny_llama_gguf
 
 CAPTION = "A red leather handbag with a gold clasp on a white background."
@@ -348,10 +345,9 @@ def test_without_gpu_offload_it_runs_on_the_cpu(classifier: LlamaClassifier) -> 
 
 
 def test_the_module_imports_without_llama_cpp_and_loading_names_the_extra(tiny_model: Path) -> None:
-    script = textwrap.dedent(
+    done = run_without(
+        ["llama_cpp"],
         f"""
-        import sys
-        sys.modules["llama_cpp"] = None  # as if not installed
         from pathlib import Path
         from cutout_fleet.errors import ConfigError
         from cutout_fleet.worker.safety.classifier import LlamaClassifier
@@ -359,10 +355,7 @@ def test_the_module_imports_without_llama_cpp_and_loading_names_the_extra(tiny_m
             LlamaClassifier(Path({str(tiny_model)!r}))
         except ConfigError as exc:
             print(exc)
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False
+        """,
     )
 
     assert done.returncode == 0, done.stderr
