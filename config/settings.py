@@ -39,6 +39,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from cutout_fleet import layout
 from cutout_fleet.errors import ConfigError
 
 ENV_PREFIX = "CUTOUT_"
@@ -105,7 +106,26 @@ class ImageLimits(BaseModel):
     max_image_memory_mib: Annotated[int, Field(ge=1)] = 1024
     max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     webp_quality: Annotated[int, Field(ge=1, le=100)] = 90
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 90  # for jobs that give no --quality
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = 6
+
+
+class FramingSettings(BaseModel):
+    """Catalog outputs: the defaults `cutout run` and `cutout enqueue` give the framing options, and the
+    operators' presets.  A job records the values it ran with (they are options, in its hash when they
+    matter), so changing a default never changes a job already queued."""
+
+    # None: only the built-in config/presets.toml; a file given here adds presets and may replace them.
+    presets_file: FilePath | None = None
+    visible_threshold: Annotated[int, Field(ge=1, le=255)] = layout.VISIBLE_THRESHOLD
+    min_speck_share: Annotated[float, Field(ge=0, le=0.5)] = layout.DEFAULT_SPECK_SHARE
+    min_subject_share: Annotated[float, Field(ge=0, le=1)] = layout.MIN_SUBJECT_SHARE
+    max_upscale: Annotated[float, Field(ge=1, le=16)] = layout.MAX_UPSCALE
+    max_square_px: Annotated[int, Field(ge=16, le=layout.MAX_CANVAS_SIDE_PX)] = layout.MAX_SQUARE_PX
+
+    def option_defaults(self) -> dict[str, object]:
+        """These settings as ImageOptions fields, for a job that does not give them."""
+        return self.model_dump(exclude={"presets_file"})
 
 
 class GuardSettings(BaseModel):
@@ -318,6 +338,7 @@ class Settings(BaseSettings):
     notify: NotifySettings = Field(default_factory=NotifySettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    framing: FramingSettings = Field(default_factory=FramingSettings)
     job_ttl_s: Annotated[int, Field(ge=60)] = 14 * 24 * 3600
     status_poll_s: Annotated[float, Field(gt=0)] = 0.5
 

@@ -79,6 +79,12 @@ class UndecodableImage(PermanentError):
     code = "undecodable"
 
 
+class NoSubject(PermanentError):
+    """The mask shows no product (`--crop subject`): the job's `--on-no-subject` said to fail the item."""
+
+    code = "no_subject"
+
+
 class ImageTooLarge(PermanentError):
     code = "image_too_large"
 

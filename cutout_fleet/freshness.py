@@ -8,6 +8,7 @@ An output is up to date when both match the source as it is now and the options 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from cutout_fleet.metadata_codec import (
     DIGEST_NAME_SUFFIX,
@@ -21,12 +22,24 @@ META_SOURCE_ETAG = "cutout-source-etag"
 META_SOURCE_KEY = "cutout-source-key"
 META_MODEL = "cutout-model"
 META_OPTIONS_HASH = "cutout-options-hash"
+# Informational (the hash decides freshness): the options that made the output, and what framing did.
+META_OPTIONS = "cutout-options"  # compact JSON of the options that differ from their defaults
+META_FILL_REACHED = "cutout-fill-reached"  # the product's share of the canvas along its limiting side
+META_SCALE = "cutout-scale"  # output pixels per source pixel; above 1 the product was upscaled
+META_NO_SUBJECT = "cutout-no-subject"  # "true": no product found, written uncropped (--on-no-subject keep)
 
 
-def output_metadata(source_etag: str, source_key: str, model: str, options_hash: str) -> dict[str, str]:
+def output_metadata(
+    source_etag: str,
+    source_key: str,
+    model: str,
+    options_hash: str,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The metadata written with an output, in the one encoding of `metadata_codec`.  A source key too
     long for S3's 2 KB limit is written as `cutout-source-key-sha256`; the report keeps the full key."""
     values = {
+        **(extra or {}),
         META_SOURCE_ETAG: source_etag,
         META_SOURCE_KEY: source_key,
         META_MODEL: model,

@@ -8,7 +8,11 @@ from typing import Literal
 
 from cutout_fleet.errors import PermanentError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif", ".heic", ".heif"}
+)
+# `--output mask` / `both`: the mask goes to OUTPUT_STEM.mask.png (always PNG: 8-bit grayscale, lossless).
+MASK_SUFFIX = ".mask.png"
 # Reports live beside the outputs; listing an output prefix again must not treat them as inputs.
 REPORTS_DIR = "_reports"
 
@@ -55,6 +59,13 @@ def map_output_key(
         rel = f"{bucket}/{key.lstrip('/')}"
     stem, _ = posixpath.splitext(normal_key_path(rel))
     return join_key(out_prefix, stem + extension)
+
+
+def mask_key(output_key: str) -> str:
+    """Where the mask beside the cutout at `output_key` goes (`--output both`): `shoes/a.png` ->
+    `shoes/a.mask.png`.  With `--output mask` the output key itself ends in `.mask.png`."""
+    stem, _ = posixpath.splitext(output_key)
+    return stem + MASK_SUFFIX
 
 
 def normal_key_path(key: str) -> str:

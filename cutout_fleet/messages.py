@@ -21,7 +21,15 @@ from cutout_fleet.errors import InvalidOptions, PermanentError, TransientError
 from cutout_fleet.keys import KeyMapping, map_output_key
 from cutout_fleet.options import ImageOptions
 
-MESSAGE_VERSION: Final = 1
+MESSAGE_VERSION: Final = 2
+# v2: the catalog outputs (framing, masks, shadow, JPEG).  A v1 worker would drop these options as
+# unknown and write a plain cutout, so a message that uses any of them says v2 and waits for a v2 worker.
+V2_OPTIONS = frozenset(
+    {
+        "output", "crop", "margin", "canvas", "fill", "align", "shadow", "quality", "on_no_subject",
+        "visible_threshold", "min_speck_share", "min_subject_share", "max_upscale", "max_square_px",
+    }
+)  # fmt: skip
 # Task names are part of the wire contract between producer and workers.
 TASK_PROCESS_BATCH = "cutout.process_batch"
 TASK_FINALIZE_JOB = "cutout.finalize_job"
@@ -46,7 +54,7 @@ class TaskMessage(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore")  # see the module docstring
 
-    v: Literal[1] = MESSAGE_VERSION
+    v: Literal[1, 2] = 1  # the lowest version that can run it: see `needed_version`
     job_id: JobId
     source: str  # s3://bucket/prefix or a local folder: where keys are read, and what they are relative to
     out: str  # s3://bucket/prefix or a local folder: where outputs and reports go
@@ -70,6 +78,13 @@ class TaskMessage(BaseModel):
                 data = {**data, "options": options}
         return data
 
+    @model_validator(mode="after")
+    def _version_covers_the_options(self) -> TaskMessage:
+        needed = needed_version(self.options)
+        if self.v < needed:
+            object.__setattr__(self, "v", needed)  # frozen; set once, while validating
+        return self
+
     @property
     def bucket(self) -> str:
         return self.source.removeprefix("s3://").partition("/")[0] if self.source.startswith("s3://") else ""
@@ -87,6 +102,16 @@ class TaskMessage(BaseModel):
         """The same task for some of its keys, carrying only their versions."""
         versions = {key: self.versions[key] for key in keys if key in self.versions} if self.versions else {}
         return self.model_copy(update={"keys": keys, "versions": versions or None})
+
+
+def needed_version(options: ImageOptions) -> int:
+    """The message version a worker must know to run these options right."""
+    defaults = ImageOptions(model=options.model)
+    if options.format == "jpeg" or any(
+        getattr(options, name) != getattr(defaults, name) for name in V2_OPTIONS
+    ):
+        return 2
+    return 1
 
 
 class InvalidMessage(PermanentError):

@@ -34,6 +34,12 @@ class Outcome:
     # With a safety level: where the verdict JSON is, and the gate's allow / review / block.
     verdict_key: str | None = None
     decision: str | None = None
+    # Catalog outputs: the mask written beside the cutout (`--output both`), and what framing did: the
+    # fill reached on the canvas, the scale (above 1: upscaled), and a product that was not found.
+    mask_key: str | None = None
+    fill_reached: float | None = None
+    scale: float | None = None
+    no_subject: bool | None = None
 
     @property
     def item_id(self) -> str:

@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Protocol
 
 from cutout_fleet.items import ItemRef
-from cutout_fleet.keys import KeyMapping, map_output_key
+from cutout_fleet.keys import KeyMapping, map_output_key, mask_key
 from cutout_fleet.messages import TASK_BYTES_BUDGET, TaskMessage, payload_bytes, validate_job_id
 from cutout_fleet.options import ImageOptions, make_options
 from cutout_fleet.outcomes import Outcome, failed
@@ -235,12 +235,40 @@ def _enqueue_chunk(
     result.total += new
     result.ignored += chunk.ignored
     result.again += len(pairs) - new
+    taken = _second_outputs_taken(store, job_id, resolved, pairs, claims)
     for (item, ref, opts), (_, out_key), (claim, owner) in zip(resolved, pairs, claims, strict=True):
+        if claim is Claim.NEW and ref.id in taken:
+            claim, (out_key, owner) = Claim.COLLISION, taken[ref.id]
         if claim is Claim.NEW:
             batcher.add(item, opts)
         elif claim is Claim.COLLISION:
             result.collisions += 1
             store.record(job_id, _collision(ref, out_key, opts.model, owner))
+
+
+def _second_outputs_taken(
+    store: JobStore,
+    job_id: str,
+    resolved: list[tuple[SourceItem, ItemRef, ImageOptions]],
+    pairs: list[tuple[str, str]],
+    claims: list[tuple[Claim, str | None]],
+) -> dict[str, tuple[str, str | None]]:
+    """Claim the mask of each new item that writes one beside its cutout (`--output both`), so a mask
+    cannot overwrite another item's output either.  Returns item id -> (mask key, its owner) for the
+    masks another item already claimed: those items fail as collisions, counted once."""
+    masks = [
+        (ref.id, mask_key(out_key))
+        for (_, ref, opts), (_, out_key), (claim, _) in zip(resolved, pairs, claims, strict=True)
+        if claim is Claim.NEW and opts.output == "both"
+    ]
+    if not masks:
+        return {}
+    answers = store.claim_outputs(job_id, masks, count=False)
+    return {
+        item: (key, owner)
+        for (item, key), (claim, owner) in zip(masks, answers, strict=True)
+        if claim is Claim.COLLISION
+    }
 
 
 def _collision(ref: ItemRef, out_key: str, model: str, owner: str | None) -> Outcome:

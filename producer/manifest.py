@@ -20,8 +20,10 @@ from urllib.parse import unquote_plus
 
 from pydantic import ValidationError
 
+from cutout_fleet.errors import InvalidOptions
 from cutout_fleet.keys import is_image_key
-from cutout_fleet.options import ImageOptions
+from cutout_fleet.options import FIELD_FLAGS, FLAG_FIELDS, ImageOptions
+from cutout_fleet.presets import Presets
 from cutout_fleet.producer.manifest_lines import ManifestError, read_lines
 from cutout_fleet.producer.manifest_repeats import RepeatFinder, repeats_message
 from cutout_fleet.storage import S3Client
@@ -33,22 +35,10 @@ FORMAT_BY_EXTENSION: dict[str, ManifestFormat] = {".csv": "csv", ".jsonl": "json
 # lowercase letters, digits, dots and hyphens, beginning and ending with a letter or digit.
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _BUCKET_RULE = "3-63 lowercase letters, digits, dots or hyphens, starting and ending with a letter or digit"
-# A JSONL line names options as the CLI flags do; tasks carry ImageOptions field names.
-OPTION_FIELDS = {
-    "model": "model",
-    "background": "background",
-    "sensitivity": "sensitivity",
-    "mask_blur": "mask_blur_px",
-    "mask_offset": "mask_offset_px",
-    "format": "format",
-    "safety": "safety",
-    "on_block": "on_block",
-    "on_review": "on_review",
-    "workflow": "workflow",
-    "attributes": "attributes",
-}
-_FLAG_NAMES = {field: name for name, field in OPTION_FIELDS.items()}
-JSONL_FIELDS = ("key", "bucket", "version", *OPTION_FIELDS)
+# A JSONL line names options as the CLI flags do (cutout_fleet.options.FLAG_FIELDS), plus `preset`.
+OPTION_FIELDS = FLAG_FIELDS
+_FLAG_NAMES = FIELD_FLAGS
+JSONL_FIELDS = ("key", "bucket", "version", "preset", *OPTION_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -93,6 +83,7 @@ def iter_manifest(
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
     etag: str | None = None,
+    line_options: LineOptions | None = None,
 ) -> Iterator[ManifestEntry]:
     """Stream the entries of a local or `s3://` manifest, validating each line as it is read.
 
@@ -108,7 +99,7 @@ def iter_manifest(
     lines = read_lines(location, s3_client, etag=etag)
     if kind == "csv":
         return _csv_entries(lines, location)
-    return _jsonl_entries(lines, location, default_bucket)
+    return _jsonl_entries(lines, location, default_bucket, line_options or LineOptions())
 
 
 def scan_manifest(
@@ -118,6 +109,7 @@ def scan_manifest(
     fmt: ManifestFormat | None = None,
     default_bucket: str | None = None,
     etag: str | None = None,
+    line_options: LineOptions | None = None,
 ) -> ManifestScan:
     """Validate every line and count: the producer's first pass, so a bad line fails before any enqueue.
 
@@ -130,7 +122,13 @@ def scan_manifest(
     models: set[str] = set()
     finder = RepeatFinder()
     read = partial(
-        iter_manifest, location, s3_client=s3_client, fmt=fmt, default_bucket=default_bucket, etag=etag
+        iter_manifest,
+        location,
+        s3_client=s3_client,
+        fmt=fmt,
+        default_bucket=default_bucket,
+        etag=etag,
+        line_options=line_options,
     )
     for entry in read():
         finder.add(entry)
@@ -205,13 +203,26 @@ def _csv_entry(row: list[str], number: int, where: str) -> ManifestEntry:
 # --- JSONL ------------------------------------------------------------------------------------------------
 
 
-def _jsonl_entries(lines: Iterator[str], where: str, default_bucket: str | None) -> Iterator[ManifestEntry]:
+@dataclass(frozen=True)
+class LineOptions:
+    """How a JSONL line's options are read: its presets, and the job's options the line's go on top of
+    (a line's options are checked together with them: `format: jpeg` needs the job's background)."""
+
+    presets: Presets | None = None
+    job: ImageOptions | None = None
+
+
+def _jsonl_entries(
+    lines: Iterator[str], where: str, default_bucket: str | None, line_options: LineOptions
+) -> Iterator[ManifestEntry]:
     for number, line in enumerate(lines, 1):
         if line.strip():
-            yield _jsonl_entry(line, number, where, default_bucket)
+            yield _jsonl_entry(line, number, where, default_bucket, line_options)
 
 
-def _jsonl_entry(line: str, number: int, where: str, default_bucket: str | None) -> ManifestEntry:
+def _jsonl_entry(
+    line: str, number: int, where: str, default_bucket: str | None, line_options: LineOptions
+) -> ManifestEntry:
     at = f"manifest {where}, line {number}"
     try:
         record = json.loads(line)
@@ -245,16 +256,35 @@ def _jsonl_entry(line: str, number: int, where: str, default_bucket: str | None)
         for name, value in record.items()
         if name in OPTION_FIELDS and value is not None
     }
-    options = _validated(overrides, at)
+    preset = record.get("preset")
+    if preset is not None:
+        overrides = _with_preset(preset, overrides, line_options.presets, at)
+    options = _validated(overrides, at, line_options.job)
     return ManifestEntry(bucket=bucket, key=key, version=version or None, options=options, line=number)
 
 
-def _validated(overrides: dict[str, object], at: str) -> dict[str, object]:
-    """The per-key overrides, checked now and normalised as a task will see them ("White" -> "#ffffff")."""
+def _with_preset(
+    name: object, overrides: dict[str, object], presets: Presets | None, at: str
+) -> dict[str, object]:
+    """The line's options on top of its preset's (expanded here: tasks and hashes never see a name)."""
+    if not isinstance(name, str):
+        raise ManifestError(f'{at}: "preset" must be a preset name such as "marketplace-main"')
+    if presets is None:
+        raise ManifestError(f"{at}: presets cannot be used here")
+    try:
+        return presets.expand(name, overrides)
+    except InvalidOptions as exc:
+        raise ManifestError(f"{at}: {exc}") from exc
+
+
+def _validated(overrides: dict[str, object], at: str, job: ImageOptions | None) -> dict[str, object]:
+    """The per-key overrides, checked now on top of the job's options and normalised as a task will see
+    them ("White" -> "#ffffff")."""
     if not overrides:
         return {}
     try:
-        options = ImageOptions.model_validate(overrides)
+        base = job.model_dump() if job is not None else {}
+        options = ImageOptions.model_validate({**base, **overrides})
     except ValidationError as exc:
         # Name each problem as the line spelled it (mask_blur), not as ImageOptions does (mask_blur_px).
         problems = "; ".join(f"{_flag_name(err['loc'])}: {err['msg']}" for err in exc.errors())

@@ -22,6 +22,7 @@ from cutout_fleet.keys import REPORTS_DIR, KeyMapping, join_key
 from cutout_fleet.messages import InvalidJobId, validate_job_id
 from cutout_fleet.notify import check_notify_url
 from cutout_fleet.options import ImageOptions
+from cutout_fleet.presets import load_presets
 from cutout_fleet.producer.dryrun import DryRunReport, dry_run
 from cutout_fleet.producer.enqueue import EnqueueRequest
 from cutout_fleet.producer.fleet import QueueFleet, queue_fleet, safety_refusal, safety_warning
@@ -32,7 +33,7 @@ from cutout_fleet.producer.listing import (
     iter_manifest_chunks,
     output_inside,
 )
-from cutout_fleet.producer.manifest import ManifestFormat, iter_manifest, scan_manifest
+from cutout_fleet.producer.manifest import LineOptions, ManifestFormat, iter_manifest, scan_manifest
 from cutout_fleet.producer.manifest_lines import manifest_etag
 from cutout_fleet.routing import queue_for_model
 from cutout_fleet.safety import load_policy
@@ -113,7 +114,8 @@ def plan_job(
     models: tuple[str, ...] = (options.model,)
     if isinstance(source, Manifest):
         location = parse_location(source.location)
-        mapping, chunks, listed = _manifest_items(source, out, include, exclude, route, opener)
+        line_options = LineOptions(load_presets(settings.framing.presets_file), options)
+        mapping, chunks, listed = _manifest_items(source, out, include, exclude, route, opener, line_options)
         models = tuple(sorted({options.model, *listed}))
     else:
         location, mapping = source, "relative"
@@ -271,6 +273,7 @@ def _manifest_items(
     exclude: Sequence[str],
     queue_for: QueueFor,
     open_storage: StorageOpener,
+    line_options: LineOptions,
 ) -> tuple[KeyMapping, Iterator[ListingChunk], frozenset[str]]:
     """The key mapping, the chunks and the per-key models of a manifest, read twice: validated whole
     first, then streamed.
@@ -282,8 +285,10 @@ def _manifest_items(
     client = open_storage.s3_client if manifest.location.startswith("s3://") else None
     # Every read is of the object validated first, even if someone replaces it in between.
     etag = manifest_etag(manifest.location, client)
+    where = manifest.location
+    fmt, bucket = manifest.format, out.bucket
     scan = scan_manifest(
-        manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket, etag=etag
+        where, s3_client=client, fmt=fmt, default_bucket=bucket, etag=etag, line_options=line_options
     )
     for model in scan.models:
         queue_for(model)  # an unknown per-key model fails now, before anything is enqueued
@@ -294,7 +299,7 @@ def _manifest_items(
             "key, so outputs would land among the sources; give --out a prefix (s3://BUCKET/cutouts)"
         )
     entries = iter_manifest(
-        manifest.location, s3_client=client, fmt=manifest.format, default_bucket=out.bucket, etag=etag
+        where, s3_client=client, fmt=fmt, default_bucket=bucket, etag=etag, line_options=line_options
     )
     chunks = iter_manifest_chunks(entries, key_filter=KeyFilter(tuple(include), tuple(exclude)))
     return mapping, chunks, frozenset(scan.models)

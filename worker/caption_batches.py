@@ -22,10 +22,9 @@ from PIL import Image
 from cutout_fleet.errors import CutoutError
 from cutout_fleet.freshness import up_to_date
 from cutout_fleet.items import ItemRef
-from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.interrupts import INTERRUPTS
-from cutout_fleet.worker.pipeline import ItemContext, Prefetched
+from cutout_fleet.worker.pipeline import ItemContext, Prefetched, image_budget
 from cutout_fleet.worker.safety.captioner import Caption
 from cutout_fleet.worker.safety.stages import caption_input
 
@@ -85,7 +84,7 @@ def _read(
         checked = time.perf_counter()
         source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
         read = time.perf_counter()
-        budget = MemoryBudget(ctx.limits.max_image_memory_mib * MIB, ctx.options.format)
+        budget = image_budget(ctx.options, ctx.limits)
         decoded = decode_image(source.data, max_pixels=ctx.limits.max_pixels, budget=budget, name=item.key)
     except INTERRUPTS:
         raise

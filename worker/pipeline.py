@@ -20,18 +20,20 @@ from PIL import Image
 
 from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import FailedAfterWork, PermanentError, TransientError
-from cutout_fleet.freshness import output_metadata, up_to_date
+from cutout_fleet.freshness import up_to_date
 from cutout_fleet.items import ItemRef
+from cutout_fleet.keys import mask_key
+from cutout_fleet.layout import parse_canvas, parse_margin
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
 from cutout_fleet.storage import Storage, StoredObject
-from cutout_fleet.worker.conditional_write import put_checked
 from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
-from cutout_fleet.worker.imaging.composite import apply_background
 from cutout_fleet.worker.imaging.decode import decode_image
-from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image
+from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image, encode_mask
+from cutout_fleet.worker.imaging.finish import Finished, FinishSpec, Framing, finish
 from cutout_fleet.worker.imaging.mask import alpha_at_size, refine_alpha
 from cutout_fleet.worker.interrupts import INTERRUPTS
+from cutout_fleet.worker.outputs import MASK_CONTENT_TYPE, item_metadata, put_outputs
 from cutout_fleet.worker.safety.captioner import Caption
 from cutout_fleet.worker.safety.stages import StageRun
 from cutout_fleet.worker.verdicts import SafetyContext, Written, write_with_verdict
@@ -66,11 +68,13 @@ class Timings:
 
 @dataclass(frozen=True)
 class Cutout:
-    data: bytes
+    data: bytes  # the output: the cutout, or the mask with `--output mask`
     content_type: str
     width: int
     height: int
     safety: StageRun | None = None  # the safety stages' results, when the job asked for a level
+    mask: bytes | None = None  # `--output both`: the mask PNG written beside the cutout
+    framing: Framing | None = None  # what framing did, when the job crops or places on a canvas
 
 
 # Runs a job's safety stages on the decoded source (RGB, EXIF-oriented): `SafetyStages.run` for a level,
@@ -97,7 +101,7 @@ def make_cutout(
     decoded RGB, the alpha and the RGBA cutout together (worker/imaging/budget.py has the figures).
     """
     with timings.stage("decode"):
-        budget = MemoryBudget(limits.max_image_memory_mib * MIB, options.format)
+        budget = image_budget(options, limits)
         decoded = decode_image(data, max_pixels=limits.max_pixels, budget=budget, name=name)
     rgb, source_alpha = decoded.rgb, decoded.alpha
     del decoded
@@ -116,19 +120,71 @@ def make_cutout(
             source_alpha=source_alpha,
         )
         del source_alpha
-        image = apply_background(rgb, alpha, options.background_rgb)
+        finished = finish(rgb, alpha, finish_spec(options), name=name)
         del alpha
         rgb.close()
     with timings.stage("encode"):
-        encoded = encode_image(
-            image,
-            options.format,
-            webp_quality=limits.webp_quality,
-            png_compress_level=limits.png_compress_level,
-        )
+        return _encoded(finished, options, limits, stage_run)
+
+
+def image_budget(options: ImageOptions, limits: ImageLimits) -> MemoryBudget:
+    """The memory budget one image of these options is checked against before decoding."""
+    framed_px: int | None = 0
+    if options.frames:
+        canvas = None if options.canvas == "none" else parse_canvas(options.canvas)
+        if canvas is None:
+            framed_px = None  # a crop: at most the source's size
+        elif canvas.size is None:
+            framed_px = options.max_square_px**2
+        else:
+            framed_px = canvas.size[0] * canvas.size[1]
+    return MemoryBudget(limits.max_image_memory_mib * MIB, options.format, framed_px)
+
+
+def finish_spec(options: ImageOptions) -> FinishSpec:
+    """The imaging core's view of the options: parsed values, no option names."""
+    return FinishSpec(
+        background=options.background_rgb,
+        cutout=options.writes_cutout,
+        mask=options.output != "cutout",
+        crop_subject=options.crop == "subject",
+        margin=parse_margin(options.margin),
+        canvas=None if options.canvas == "none" else parse_canvas(options.canvas),
+        fill=options.fill,
+        align=options.align,
+        shadow=options.shadow == "drop",
+        keep_no_subject=options.on_no_subject == "keep",
+        visible_threshold=options.visible_threshold,
+        min_speck_share=options.min_speck_share,
+        min_subject_share=options.min_subject_share,
+        max_upscale=options.max_upscale,
+        max_square_px=options.max_square_px,
+    )
+
+
+def _encoded(
+    finished: Finished, options: ImageOptions, limits: ImageLimits, stage_run: StageRun | None
+) -> Cutout:
+    mask = None
+    if finished.mask is not None:
+        mask = encode_mask(finished.mask, png_compress_level=limits.png_compress_level)
+        height, width = finished.mask.shape
+    if finished.image is None:
+        assert mask is not None, "an output with neither a cutout nor a mask"
+        return Cutout(mask, MASK_CONTENT_TYPE, width, height, stage_run, framing=finished.framing)
+    image = finished.image
+    quality = options.quality
+    encoded = encode_image(
+        image,
+        options.format,
+        webp_quality=quality or limits.webp_quality,
+        png_compress_level=limits.png_compress_level,
+        jpeg_quality=quality or limits.jpeg_quality,
+    )
     width, height = image.size
     image.close()
-    return Cutout(encoded, CONTENT_TYPES[options.format], width, height, stage_run)
+    content_type = CONTENT_TYPES[options.format]
+    return Cutout(encoded, content_type, width, height, stage_run, mask=mask, framing=finished.framing)
 
 
 @dataclass(frozen=True)
@@ -170,7 +226,9 @@ class ItemContext:
         code: str | None = None,
         error: str | None = None,
         written: Written | None = None,
+        cutout: Cutout | None = None,
     ) -> Outcome:
+        framing = cutout.framing if cutout is not None else None
         return Outcome(
             item.key,
             status,
@@ -186,33 +244,19 @@ class ItemContext:
             output_written=False if status == "failed" else None,
             verdict_key=written.verdict_key if written else None,
             decision=written.decision if written else None,
+            mask_key=mask_key(output_key) if output_key and self._mask_beside(status) else None,
+            fill_reached=framing.fill_reached if framing else None,
+            scale=round(framing.scale, 4) if framing else None,
+            no_subject=True if framing and framing.no_subject else None,
         )
 
-
-def write_output(
-    ctx: ItemContext,
-    output_key: str,
-    cutout: Cutout,
-    metadata: dict[str, str],
-    seen: dict[str, str] | None,
-    source_etag: str,
-) -> None:
-    """The cutout at `output_key`, written only over what was checked (see conditional_write.py)."""
-    put_checked(
-        ctx.out,
-        output_key,
-        cutout.data,
-        content_type=cutout.content_type,
-        metadata=metadata,
-        seen=seen,
-        source_etag=source_etag,
-        options_hash=ctx.options_hash,
-    )
+    def _mask_beside(self, status: Status) -> bool:
+        return self.options.output == "both" and status != "failed"
 
 
 def _cut_out(
     item: ItemRef, output_key: str, ctx: ItemContext, timings: Timings
-) -> tuple[Status, Written | None]:
+) -> tuple[Status, Written | None, Cutout | None]:
     # With a safety level the verdict is the "up to date" marker: a dropped cutout leaves no output.
     marker_key = ctx.safety.verdict_key(output_key) if ctx.safety else output_key
     early = ctx.prefetched.pop(item.key, None) if ctx.prefetched is not None else None
@@ -220,13 +264,13 @@ def _cut_out(
         # A micro-batch checked, read and captioned it moments ago: its share of that work counts here.
         timings.ms.update(early.timings_ms)
         if early.source is None:
-            return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
+            return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None, None
         seen, source, caption = early.seen, early.source, early.caption
     else:
         with timings.stage("check"):
             seen = ctx.out.head_metadata(marker_key)  # also the ETag a rewrite is conditional on
             if not ctx.force and up_to_date(ctx.source, item.key, seen, ctx.options_hash):
-                return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None
+                return "skipped", ctx.safety.recorded(ctx.out, output_key) if ctx.safety else None, None
         with timings.stage("download"):
             source = ctx.source.get(item.key, max_bytes=ctx.limits.max_bytes, version=item.version)
         caption = None
@@ -244,12 +288,20 @@ def _cut_out(
         )
     else:
         cutout = ctx.cutter(source.data, ctx.options, ctx.limits, timings, name=item.key)
-    metadata = output_metadata(source.etag, item.key, ctx.options.model, ctx.options_hash)
+    metadata = item_metadata(source.etag, item.key, ctx.options, ctx.options_hash, cutout.framing)
     with timings.stage("upload"):
         try:
             if ctx.safety is None:
-                write_output(ctx, output_key, cutout, metadata, seen, source.etag)
-                return "succeeded", None
+                put_outputs(
+                    ctx.out,
+                    output_key,
+                    cutout,
+                    metadata=metadata,
+                    seen=seen,
+                    source_etag=source.etag,
+                    options_hash=ctx.options_hash,
+                )
+                return "succeeded", None, cutout
             assert cutout.safety is not None, "a job with a safety level ran no safety stages"
             written = write_with_verdict(
                 ctx.safety,
@@ -264,7 +316,7 @@ def _cut_out(
                 ctx.options_hash,
                 timings.ms,
             )
-            return "succeeded", written
+            return "succeeded", written, cutout
         except TransientError as exc:
             raise FailedAfterWork(str(exc)) from exc
 
@@ -273,7 +325,7 @@ def process_item(item: ItemRef, output_key: str, ctx: ItemContext) -> Outcome:
     """Process one item.  Permanent failures become a failed Outcome; TransientError propagates for retry."""
     timings = Timings()
     try:
-        status, written = _cut_out(item, output_key, ctx, timings)
+        status, written, cutout = _cut_out(item, output_key, ctx, timings)
     except TransientError:
         raise
     except INTERRUPTS:
@@ -290,4 +342,4 @@ def process_item(item: ItemRef, output_key: str, ctx: ItemContext) -> Outcome:
         return ctx.outcome(item, output_key, "failed", timings.ms, code="internal_error", error=message)
     # With a verdict, the report names where the cutout went: quarantined elsewhere, or None: dropped.
     reported_key = written.cutout_key if written is not None else output_key
-    return ctx.outcome(item, reported_key, status, timings.ms, written=written)
+    return ctx.outcome(item, reported_key, status, timings.ms, written=written, cutout=cutout)

@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
 
 from cutout_fleet.errors import PermanentError
 from cutout_fleet.freshness import made_from
 from cutout_fleet.items import ItemRef
-from cutout_fleet.keys import join_key, relative_key
+from cutout_fleet.keys import join_key, mask_key, relative_key
 from cutout_fleet.safety import GatePolicy, SourceRef, build_verdict, load_policy, read_verdict, verdict_key
 from cutout_fleet.storage import Storage
 from cutout_fleet.worker.conditional_write import put_checked
+from cutout_fleet.worker.outputs import OutputData, put_outputs
 from cutout_fleet.worker.safety.stages import StageRun
 
 VERDICT_CONTENT_TYPE = "application/json"
@@ -34,15 +34,6 @@ VERDICT_MAX_BYTES = 1024 * 1024
 def gate_policy(path: Path | None) -> GatePolicy:
     """The gate's policy (CUTOUT_SAFETY__POLICY_FILE, else the built-in one), read once per process."""
     return load_policy(path)
-
-
-class _CutoutLike(Protocol):
-    """What `write_with_verdict` needs of a cutout (worker/pipeline.py's Cutout)."""
-
-    @property
-    def data(self) -> bytes: ...
-    @property
-    def content_type(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -90,12 +81,13 @@ class SafetyContext:
         return Written(key, verdict.decision, verdict.output_key)
 
 
-def _withdraw_earlier_cutout(out: Storage, output_key: str, source_key: str) -> None:
-    """Delete the cutout an earlier run published at the planned key from this source (say, before the
-    policy changed), which this decision does not allow there.  Only our own output of the same source:
-    its metadata says so (a folder keeps no metadata, so nothing is deleted there)."""
-    if made_from(out.head_metadata(output_key), source_key):
-        out.delete(output_key)
+def _withdraw_earlier_cutout(out: Storage, output_key: str, source_key: str, with_mask: bool) -> None:
+    """Delete the cutout (and its mask) an earlier run published at the planned key from this source
+    (say, before the policy changed), which this decision does not allow there.  Only our own output of
+    the same source: its metadata says so (a folder keeps no metadata, so nothing is deleted there)."""
+    for key in (output_key, mask_key(output_key)) if with_mask else (output_key,):
+        if made_from(out.head_metadata(key), source_key):
+            out.delete(key)
 
 
 def write_with_verdict(
@@ -103,7 +95,7 @@ def write_with_verdict(
     out: Storage,
     item: ItemRef,
     output_key: str,
-    cutout: _CutoutLike,
+    cutout: OutputData,
     run: StageRun,
     metadata: dict[str, str],
     seen_verdict: dict[str, str] | None,
@@ -123,18 +115,17 @@ def write_with_verdict(
     destination = safety.destination(verdict.decision, output_key)
     verdict = verdict.model_copy(update={"output_key": destination})
     if destination is not None:
-        put_checked(
+        put_outputs(
             out,
             destination,
-            cutout.data,
-            content_type=cutout.content_type,
+            cutout,
             metadata=metadata,
             seen=out.head_metadata(destination),
             source_etag=source_etag,
             options_hash=options_hash,
         )
     if destination != output_key:
-        _withdraw_earlier_cutout(out, output_key, item.key)
+        _withdraw_earlier_cutout(out, output_key, item.key, cutout.mask is not None)
     key = safety.verdict_key(output_key)
     put_checked(
         out,

@@ -122,7 +122,20 @@ def image_options(func: F) -> F:
             MASK_OFFSET_RANGE_PX,
             "Grow (+) or shrink (-) the mask by this many pixels, after the blur.",
         ),
-        click.option("--format", "fmt", type=click.Choice(["png", "webp"]), default="png", show_default=True),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["png", "webp", "jpeg"]),
+            default="png",
+            show_default=True,
+            help="jpeg has no transparency: it needs --background white or #RRGGBB.",
+        ),
+        click.option(
+            "--quality",
+            type=click.IntRange(1, 100),
+            default=None,
+            help="JPEG and lossy WebP quality [default: CUTOUT_LIMITS__JPEG_QUALITY / WEBP_QUALITY, 90].",
+        ),
         click.option(
             "--safety",
             type=click.Choice(["none", "light", "full"]),
@@ -160,24 +173,131 @@ def image_options(func: F) -> F:
             help="With --workflow full: catalog attributes the classifier adds to each verdict, comma-"
             "separated, from product_type, colors, material.",
         ),
+        *_catalog_output_options(),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
 
 
-def build_options(settings: Settings, model: str | None, fmt: str, **values: Any) -> ImageOptions:
-    """The job's ImageOptions from the flags; an unknown model or a bad value is a usage error."""
+def _catalog_output_options() -> list[Callable[[F], F]]:
+    """Crop, canvas, mask and shadow (README.md, "Catalog-ready outputs")."""
+    return [
+        click.option(
+            "--preset",
+            default=None,
+            metavar="NAME",
+            help="A named bundle of these options (`cutout presets` lists them); options given beside "
+            "it win.",
+        ),
+        click.option(
+            "--output",
+            type=click.Choice(["cutout", "mask", "both"]),
+            default="cutout",
+            show_default=True,
+            help="mask: the mask alone, an 8-bit grayscale PNG at OUTPUT_STEM.mask.png; both: the cutout "
+            "and its mask.",
+        ),
+        click.option(
+            "--crop",
+            type=click.Choice(["none", "subject"]),
+            default="none",
+            show_default=True,
+            help="subject: crop to the product's box (alpha >= --visible-threshold, specks ignored).",
+        ),
+        click.option(
+            "--margin",
+            default="0",
+            show_default=True,
+            help="Around the product: '5%' (of the canvas's shorter side; of the product's longer side "
+            "without --canvas) or '40px' (output pixels).  With --fill, a minimum border.",
+        ),
+        click.option(
+            "--canvas",
+            default="none",
+            show_default=True,
+            help="WIDTHxHEIGHT, or 'square' (the longer side of the crop, capped at "
+            "CUTOUT_FRAMING__MAX_SQUARE_PX): the product is scaled to fit and placed on it.",
+        ),
+        click.option(
+            "--fill",
+            type=click.FloatRange(0.0, 1.0, min_open=True),
+            default=None,
+            help="With --canvas: the product's box spans this share of the canvas along its limiting "
+            "side (0.85: the usual marketplace rule).",
+        ),
+        click.option(
+            "--align",
+            type=click.Choice(["center", "bottom"]),
+            default="center",
+            show_default=True,
+            help="Where the product sits on the canvas; bottom for products that stand on the ground.",
+        ),
+        click.option(
+            "--shadow",
+            type=click.Choice(["none", "drop"]),
+            default="none",
+            show_default=True,
+            help="drop: a soft shadow under the product (in the alpha channel when transparent).",
+        ),
+        click.option(
+            "--on-no-subject",
+            type=click.Choice(["fail", "keep"]),
+            default="fail",
+            show_default=True,
+            help="With --crop subject, when the mask shows no product: fail the item (no_subject), "
+            "or write it uncropped and mark its report line.",
+        ),
+        click.option(
+            "--visible-threshold",
+            type=click.IntRange(1, 255),
+            default=None,
+            help="Alpha at or above which a pixel counts as product for --crop "
+            "[default: CUTOUT_FRAMING__VISIBLE_THRESHOLD, 128].",
+        ),
+        click.option(
+            "--max-upscale",
+            type=click.FloatRange(1.0, 16.0),
+            default=None,
+            help="The most a product is enlarged to reach --fill [default: CUTOUT_FRAMING__MAX_UPSCALE, 4].",
+        ),
+    ]
+
+
+def build_options(
+    settings: Settings, model: str | None, fmt: str, preset: str | None = None, **values: Any
+) -> ImageOptions:
+    """The job's ImageOptions from the flags: the settings' defaults, then the preset, then the flags
+    given on the command line.  An unknown model or preset, or a bad value, is a usage error."""
     from cutout_fleet.catalog import load_catalog
+    from cutout_fleet.presets import load_presets
 
     name = model or settings.default_model
-    values["on_block"] = values.get("on_block") or settings.safety.on_block
-    values["on_review"] = values.get("on_review") or settings.safety.on_review
+    flags = {"format": fmt, **values}
+    given = {field: value for field, value in flags.items() if _given(field) and value is not None}
+    defaults = {field: value for field, value in flags.items() if value is not None}
+    defaults |= settings.framing.option_defaults()
+    defaults["on_block"] = settings.safety.on_block
+    defaults["on_review"] = settings.safety.on_review
     try:
+        from_preset = load_presets(settings.framing.presets_file).expand(preset) if preset else {}
         load_catalog(settings).get(name)
-        return make_options(model=name, format=fmt, **values)
+        return make_options(**{**defaults, **from_preset, **given, "model": name})
     except (ConfigError, InvalidOptions) as exc:
         raise click.UsageError(str(exc)) from exc
+
+
+# ImageOptions fields whose command-line parameter has another name.
+_PARAMETERS = {"format": "fmt"}
+
+
+def _given(field: str) -> bool:
+    """True when the user wrote the flag (not a default): only those override a preset."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return True
+    source = ctx.get_parameter_source(_PARAMETERS.get(field, field))
+    return source not in (None, click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
 
 
 def location(text: str, what: str) -> Location:

@@ -219,3 +219,26 @@ def models_pull(names: tuple[str, ...], force: bool) -> None:
                 )
             else:
                 click.echo(f"{name}: {path} (checksum verified)")
+
+
+@cli.command("presets")
+@click.option("--json", "as_json", is_flag=True, help="Print every preset's options as JSON.")
+def presets_command(as_json: bool) -> None:
+    """List the catalog output presets (`--preset NAME`): built-in and CUTOUT_FRAMING__PRESETS_FILE's."""
+    from cutout_fleet.options import FIELD_FLAGS
+    from cutout_fleet.presets import load_presets
+
+    settings = settings_or_exit()
+    with reported(ConfigError):
+        presets = load_presets(settings.framing.presets_file)
+    listed = {
+        name: {"description": preset.description, **{FIELD_FLAGS[k]: v for k, v in preset.options.items()}}
+        for name, preset in sorted(presets.by_name.items())
+    }
+    if as_json:
+        click.echo(json.dumps(listed, sort_keys=True, indent=2))
+        return
+    for name, values in listed.items():
+        click.echo(f"{name}: {values.pop('description')}")
+        flags = " ".join(f"--{flag.replace('_', '-')} {value}" for flag, value in values.items())
+        click.echo(f"    {flags}")

@@ -47,7 +47,7 @@ class MemoryJobStore:
         return self.jobs.get(job_id)
 
     def claim_outputs(
-        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0
+        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0, *, count: bool = True
     ) -> list[tuple[Claim, str | None]]:
         claims = self.claims[job_id]
         results: list[tuple[Claim, str | None]] = []
@@ -61,7 +61,8 @@ class MemoryJobStore:
             else:
                 results.append((Claim.COLLISION, owner))
         job = self.jobs[job_id]
-        job.total += sum(claim is not Claim.AGAIN for claim, _ in results)
+        if count:
+            job.total += sum(claim is not Claim.AGAIN for claim, _ in results)
         job.ignored += ignored
         return results
 

@@ -113,11 +113,12 @@ class RedisJobStore:
 
     # -- enqueueing -------------------------------------------------------------------------------
     def claim_outputs(
-        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0
+        self, job_id: str, pairs: Sequence[tuple[str, str]], ignored: int = 0, *, count: bool = True
     ) -> list[tuple[Claim, str | None]]:
         """Claim each output key for its (item id, output key) pair and count the job's new items:
-        one script call.  A collision names the item id that owns the output."""
-        args: list[str | int] = [self.ttl_s, ignored]
+        one script call.  A collision names the item id that owns the output.  `count` False claims
+        further outputs of items already counted (a mask beside its cutout)."""
+        args: list[str | int] = [self.ttl_s, ignored, "1" if count else "0"]
         for item, out_key in pairs:
             args += [out_key, item]
         call_key = claim_call_key(job_id, secrets.token_hex(8))  # the same on redis-py's retries

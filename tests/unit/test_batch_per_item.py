@@ -209,7 +209,7 @@ def test_a_message_with_fields_a_newer_producer_added_runs_on_todays_worker(
     message = a_job(store, *folders)
     payload = message.model_dump(mode="json", exclude_defaults=True)
     payload["canvas"] = {"size": [1000, 1000]}
-    payload["options"] = {**payload["options"], "shadow": "soft"}
+    payload["options"] = {**payload["options"], "sharpen": 0.5}
 
     # When today's worker code parses and runs it
     result = run_batch(parse_message(payload), a_runtime(store, CentrePredictor()), "cpu")

@@ -247,12 +247,12 @@ def test_png_compress_level_changes_the_size_but_not_the_pixels() -> None:
 
 
 def test_an_unsupported_output_format_is_refused() -> None:
-    with pytest.raises(ValueError, match="jpeg"):
-        encode_image(gradient_rgb((4, 4)), "jpeg")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="gif"):
+        encode_image(gradient_rgb((4, 4)), "gif")  # type: ignore[arg-type]
 
 
-def test_content_types_are_known_for_both_output_formats() -> None:
-    assert CONTENT_TYPES == {"png": "image/png", "webp": "image/webp"}
+def test_content_types_are_known_for_every_output_format() -> None:
+    assert CONTENT_TYPES == {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 # --- encode_image: no metadata ----------------------------------------------------------------------

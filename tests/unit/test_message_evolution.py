@@ -23,10 +23,10 @@ def test_an_optional_field_this_worker_does_not_know_is_ignored() -> None:
 
 
 def test_an_option_this_worker_does_not_know_is_ignored_and_the_known_ones_kept() -> None:
-    message = parse_message(_payload(options={"model": "u2netp", "background": "white", "shadow": "soft"}))
+    message = parse_message(_payload(options={"model": "u2netp", "background": "white", "sharpen": 0.5}))
 
     assert message.options.background == "#ffffff"
-    assert not hasattr(message.options, "shadow")
+    assert not hasattr(message.options, "sharpen")
 
 
 def test_a_message_for_a_newer_worker_is_handed_back_not_refused() -> None:
@@ -37,8 +37,9 @@ def test_a_message_for_a_newer_worker_is_handed_back_not_refused() -> None:
     assert not isinstance(raised.value, InvalidMessage)
 
 
-def test_todays_producer_writes_messages_every_worker_of_this_version_reads() -> None:
+def test_todays_producer_writes_plain_messages_that_every_worker_since_version_1_reads() -> None:
     payload = _payload()
 
-    assert payload.get("v", MESSAGE_VERSION) == MESSAGE_VERSION
-    assert parse_message(payload) == parse_message({**payload, "v": MESSAGE_VERSION})
+    assert payload.get("v", 1) == 1  # no catalog option: a v1 worker of a rolling upgrade takes it
+    assert parse_message(payload) == parse_message({**payload, "v": 1})
+    assert MESSAGE_VERSION == 2

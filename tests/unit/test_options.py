@@ -71,7 +71,7 @@ def test_the_bounds_of_each_range_are_accepted(field: str, value: float) -> None
         ("mask_blur_px", 2.5),
         ("mask_offset_px", -65),
         ("mask_offset_px", 65),
-        ("format", "jpeg"),
+        ("format", "gif"),
         ("model", None),
     ],
 )

@@ -9,6 +9,7 @@ from cutout_fleet.messages import (
     MAX_ITEMS_PER_TASK,
     MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES,
+    MESSAGE_VERSION,
     TASK_BYTES_BUDGET,
     InvalidJobId,
     InvalidMessage,
@@ -152,7 +153,7 @@ def test_too_many_keys_are_read_back_in_parts_that_workers_accept() -> None:
         {"job_id": "j1"},
         _payload(job_id="x\n"),
         _payload(options={"sensitivity": 7}),
-        _payload(v=2),
+        _payload(v=MESSAGE_VERSION + 1),
         _payload(keys="p/a.jpg"),
     ],
 )

@@ -22,6 +22,10 @@ SOURCE_ALPHA_BYTES_PER_PIXEL = 1
 # alpha 0 (Pillow's WebP decoder holds four full-size RGBA buffers), beside the RGBA cutout; when the
 # check fails, quality 100 and then lossless are tried.  Measured 25.2 in all (random pixels: 36.7).
 LOSSY_WEBP_EXTRA_BYTES_PER_PIXEL = 28
+# Framing (`--crop`, `--canvas`): per output pixel, the framed RGBA (4), its RGB (4, as Pillow keeps it)
+# and alpha (1), the composite on the background (4), and the shadow with its blur (2), rounded up.
+# Counted from those buffers, not yet measured by bench/memory_peak.py.
+FRAMED_BYTES_PER_PIXEL = 16
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,9 @@ class MemoryBudget:
 
     max_bytes: int
     output_format: str = "png"
+    # With framing: the output's pixels when known before decoding (a fixed canvas, or a square's cap);
+    # None: the crop's, at most the source's.  0: the job does not frame.
+    framed_px: int | None = 0
 
     def bytes_per_pixel(self, *, has_alpha: bool) -> int:
         extra_alpha = SOURCE_ALPHA_BYTES_PER_PIXEL if has_alpha else 0
@@ -38,7 +45,8 @@ class MemoryBudget:
 
     def estimate_bytes(self, width: int, height: int, *, has_alpha: bool) -> int:
         """The peak memory this image would need, above the process's own (model included)."""
-        return width * height * self.bytes_per_pixel(has_alpha=has_alpha)
+        framed_px = width * height if self.framed_px is None else self.framed_px
+        return width * height * self.bytes_per_pixel(has_alpha=has_alpha) + framed_px * FRAMED_BYTES_PER_PIXEL
 
     def check(self, width: int, height: int, *, has_alpha: bool, name: str) -> None:
         """Raise ImageTooLarge, naming `name`, when the estimate is over the budget."""
@@ -46,9 +54,10 @@ class MemoryBudget:
         if needed <= self.max_bytes:
             return
         per_pixel = self.bytes_per_pixel(has_alpha=has_alpha)
+        framed = " and its framed output" if self.framed_px != 0 else ""
         raise ImageTooLarge(
-            f"{name}: a {width}x{height} image written as {self.output_format.upper()} needs about "
-            f"{needed / MIB:,.0f} MiB ({per_pixel} bytes per pixel), over the budget of "
+            f"{name}: a {width}x{height} image{framed} written as {self.output_format.upper()} needs about "
+            f"{needed / MIB:,.0f} MiB ({per_pixel} bytes per source pixel), over the budget of "
             f"{self.max_bytes / MIB:,.0f} MiB per image (CUTOUT_LIMITS__MAX_IMAGE_MEMORY_MIB); raise it, "
             "and the worker's memory limit with it, to accept this image"
         )

@@ -8,49 +8,51 @@ image and on its mask alike, so both outputs line up pixel for pixel.  Without a
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image
 
+from cutout_fleet.layout import (
+    ALIGNMENTS,
+    MAX_CANVAS_SIDE_PX,
+    MAX_MARGIN_PERCENT,
+    MAX_SQUARE_PX,
+    MAX_UPSCALE,
+    NO_MARGIN,
+    SQUARE,
+    Align,
+    Canvas,
+    Margin,
+    parse_canvas,
+    parse_margin,
+)
 from cutout_fleet.worker.imaging.subject_box import Box
 
+# The option vocabulary lives in the core (cutout_fleet.layout); re-exported for the imaging callers.
+__all__ = [
+    "ALIGNMENTS",
+    "MAX_CANVAS_SIDE_PX",
+    "MAX_MARGIN_PERCENT",
+    "MAX_SQUARE_PX",
+    "MAX_UPSCALE",
+    "NO_MARGIN",
+    "SQUARE",
+    "Align",
+    "Canvas",
+    "FramePlan",
+    "Margin",
+    "apply_frame",
+    "crop_box_with_margin",
+    "frame_mask",
+    "parse_canvas",
+    "parse_margin",
+    "plan_frame",
+    "whole_image",
+]
+
 RGB = tuple[int, int, int]
-Align = Literal["center", "bottom"]
 FloatBox = tuple[float, float, float, float]
-
-MAX_UPSCALE = 4.0  # beyond this a small product turns to mush: better small than blurry
-MAX_SQUARE_PX = 2000
-MAX_CANVAS_SIDE_PX = 10_000  # a typo such as 12000x12000 would be a 576 MB canvas
-MAX_MARGIN_PERCENT = 50.0  # two margins of half the side would leave the product no room
-ALIGNMENTS: tuple[Align, ...] = ("center", "bottom")
-
-_MARGIN = re.compile(r"^\s*(?:(?P<percent>\d+(?:\.\d+)?)\s*%|(?P<px>\d+)\s*px|(?P<zero>0+))\s*$")
-_CANVAS = re.compile(r"^\s*(?P<width>\d+)\s*[xX]\s*(?P<height>\d+)\s*$")
-
-
-@dataclass(frozen=True)
-class Margin:
-    """`percent` of the canvas's shorter side (of the product box's longer side without a fixed
-    canvas), or `px` output pixels."""
-
-    value: float
-    unit: Literal["percent", "px"]
-
-
-NO_MARGIN = Margin(0, "px")
-
-
-@dataclass(frozen=True)
-class Canvas:
-    """A fixed output size, or `size` None for a square sized from the crop."""
-
-    size: tuple[int, int] | None
-
-
-SQUARE = Canvas(None)
 
 
 @dataclass(frozen=True)
@@ -65,34 +67,6 @@ class FramePlan:
     product_box: FloatBox  # where the product box lands on the canvas
     fill_reached: float  # the product's span over the canvas along its limiting side
     upscaled: bool
-
-
-def parse_margin(text: str) -> Margin:
-    """'5%', '40px' or '0'."""
-    match = _MARGIN.match(text)
-    if match is None:
-        raise ValueError(
-            f"margin {text!r}: expected a percentage such as '5%', pixels such as '40px', or '0'"
-        )
-    if match["percent"] is not None:
-        percent = float(match["percent"])
-        if percent >= MAX_MARGIN_PERCENT:
-            raise ValueError(f"margin {text!r}: a percentage must be under {MAX_MARGIN_PERCENT:g}%")
-        return Margin(percent, "percent")
-    return Margin(int(match["px"] or 0), "px")
-
-
-def parse_canvas(text: str) -> Canvas:
-    """'1200x1200' (width x height) or 'square'."""
-    if text.strip().lower() == "square":
-        return SQUARE
-    match = _CANVAS.match(text)
-    if match is None:
-        raise ValueError(f"canvas {text!r}: expected WIDTHxHEIGHT such as '1200x1200', or 'square'")
-    width, height = int(match["width"]), int(match["height"])
-    if not (0 < width <= MAX_CANVAS_SIDE_PX and 0 < height <= MAX_CANVAS_SIDE_PX):
-        raise ValueError(f"canvas {text!r}: each side must be 1 to {MAX_CANVAS_SIDE_PX} pixels")
-    return Canvas((width, height))
 
 
 def whole_image(image_size: tuple[int, int]) -> Box:

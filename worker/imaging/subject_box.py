@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cutout_fleet.layout import DEFAULT_SPECK_SHARE, MIN_SUBJECT_SHARE, VISIBLE_THRESHOLD
 from cutout_fleet.worker.imaging.strips import strip_rows
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels; x1 and y1 exclusive
-
-VISIBLE_THRESHOLD = 128  # alpha at or above this counts as product; fainter haze does not
-DEFAULT_SPECK_SHARE = 0.0005  # components under 0.05% of the image area are dust, not product
-MIN_SUBJECT_SHARE = 0.005  # a box under 0.5% of the image is no product at all
 
 
 def speck_area_px(image_size: tuple[int, int], share: float = DEFAULT_SPECK_SHARE) -> int:
