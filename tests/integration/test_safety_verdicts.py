@@ -97,6 +97,27 @@ def test_an_image_for_review_under_each_on_review(
     assert json.loads(summary.read_text())["decisions"] == {"allow": 1, "review": 1}
 
 
+@pytest.mark.parametrize(
+    ("on_block", "kept"),
+    [
+        ("drop", []),
+        ("quarantine", ["_quarantine/astronaut.jpg", "_quarantine/astronaut.mask.png"]),
+    ],
+)
+def test_a_mask_beside_a_framed_cutout_follows_it_wherever_the_decision_sends_it(
+    fleet: Fleet, tmp_path: Path, on_block: str, kept: list[str]
+) -> None:
+    # Given a policy that blocks a female face, and a marketplace job that writes masks too
+    policy = policy_file(tmp_path, version="t1", face="block")
+    framed = ["--preset", "marketplace-main", "--canvas", "600x600", "--output", "both"]
+    out = run_local(fleet, tmp_path, policy, "--on-block", on_block, *framed)
+
+    # Then the blocked astronaut's cutout and mask went together; the allowed cat's are both published
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.suffix in (".jpg", ".png"))
+    assert written == sorted(["chelsea.jpg", "chelsea.mask.png", *kept])
+    assert read_verdict((out / "astronaut.verdict.json").read_bytes()).decision == "block"
+
+
 # --- the fleet ---------------------------------------------------------------------------------------------
 
 
