@@ -12,7 +12,9 @@ from cutout_fleet.keys import is_image_key, join_key, output_key, relative_key, 
 # --- is_image_key -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("extension", ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif"])
+@pytest.mark.parametrize(
+    "extension", ["jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "avif", "heic", "heif"]
+)
 @pytest.mark.parametrize("spelling", [str.lower, str.upper, str.title], ids=["lower", "upper", "title"])
 def test_keys_ending_in_an_image_extension_are_images_in_any_case(extension: str, spelling) -> None:  # type: ignore[no-untyped-def]
     assert is_image_key(f"catalog/shoes/a.{spelling(extension)}")
@@ -29,7 +31,7 @@ def test_keys_ending_in_an_image_extension_are_images_in_any_case(extension: str
         "catalog/jpg",
         "catalog/.jpg",
         "catalog/photo.svg",
-        "catalog/photo.heic",
+        "catalog/photo.heics",
         "catalog/shoes.jpg/",
     ],
 )
@@ -70,6 +72,10 @@ def test_both_prefixes_empty_only_replaces_the_extension() -> None:
 
 def test_the_webp_extension_is_used_for_webp_output() -> None:
     assert output_key("catalog/a.JPEG", "catalog/", "OUT", ".webp") == "OUT/a.webp"
+
+
+def test_a_phone_photo_in_heic_maps_to_a_png_output() -> None:
+    assert output_key("catalog/IMG_0001.HEIC", "catalog/", "OUT", ".png") == "OUT/IMG_0001.png"
 
 
 def test_only_the_last_extension_is_replaced() -> None:

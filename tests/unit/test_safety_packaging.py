@@ -116,7 +116,8 @@ def test_the_cpu_image_adds_nudenet_only_when_asked() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile.cpu").read_text()
 
     assert "ARG WITH_SAFETY_LIGHT=false" in dockerfile
-    assert 'pip install ".[safety-light]"' in dockerfile
+    assert 'pip install ".[safety-light,heif-decode]"' in dockerfile
+    assert 'pip install ".[heif-decode]"' in dockerfile  # the default: no NudeNet
 
 
 def test_the_producer_and_the_safety_core_load_no_model_runtime() -> None:
