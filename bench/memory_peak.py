@@ -180,7 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("cases", nargs="*", metavar="CASE", help=f"any of {', '.join(CASES)} (all)")
     parser.add_argument("--side", type=int, default=DEFAULT_SIDE_PX, help="square side in px (8000)")
-    parser.add_argument("--format", choices=["png", "webp"], default="png", help="output format (png)")
+    parser.add_argument("--format", choices=["png", "webp", "jpeg"], default=None, help="output format (png)")
+    parser.add_argument("--preset", default=None, help="a catalog preset's options (cutout presets)")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ImageOptions field (repeatable)",
+    )
     parser.add_argument("--mask-blur-px", type=int, default=0)
     parser.add_argument("--mask-offset-px", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON object per case")
@@ -191,18 +199,25 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    options = {
-        "format": args.format,
-        "mask_blur_px": args.mask_blur_px,
-        "mask_offset_px": args.mask_offset_px,
-    }
+    from cutout_fleet.presets import load_presets
+
+    options: dict[str, object] = load_presets().expand(args.preset) if args.preset else {}
+    options |= {"mask_blur_px": args.mask_blur_px, "mask_offset_px": args.mask_offset_px}
+    if args.format:
+        options["format"] = args.format
+    options |= dict(option.split("=", 1) for option in args.option)
+    output = f"{options.get('format', 'png')}" + (
+        f" ({args.preset or ''} {' '.join(args.option)})".replace("( ", "(")
+        if args.preset or args.option
+        else ""
+    )
     for case in args.cases or CASES:
         result = measure(case, args.side, model_dir, options)
         if args.json:
             print(json.dumps(result), flush=True)
             continue
         print(
-            f"{case:7} {args.side}x{args.side} ({result['file_bytes'] / 1024:,.0f} KB) -> {args.format}: "
+            f"{case:7} {args.side}x{args.side} ({result['file_bytes'] / 1024:,.0f} KB) -> {output}: "
             f"baseline {_mib(result['baseline_rss_bytes'])}, peak {_mib(result['peak_rss_bytes'])} "
             f"(ru_maxrss {_mib(result['ru_maxrss_bytes'])}), increase {_mib(result['increase_bytes'])} = "
             f"{result['increase_mib_per_mpx']} MiB/Mpx; {result['elapsed_s']} s {result['timings_ms']}",

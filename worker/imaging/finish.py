@@ -95,6 +95,7 @@ def finish(rgb: Image.Image, alpha: np.ndarray, spec: FinishSpec, *, name: str =
             framed = apply_frame(Image.fromarray(rgba_without_hidden_colour(rgb, alpha)), plan, None)
             alpha = np.asarray(framed.getchannel("A"))
             rgb = framed.convert("RGB")
+            del framed  # the framed RGBA is rebuilt on the background: keep one copy at a time
         else:
             alpha = frame_mask(alpha, plan)
     image = _placed(rgb, alpha, spec) if spec.cutout else None
