@@ -22,10 +22,12 @@ SOURCE_ALPHA_BYTES_PER_PIXEL = 1
 # alpha 0 (Pillow's WebP decoder holds four full-size RGBA buffers), beside the RGBA cutout; when the
 # check fails, quality 100 and then lossless are tried.  Measured 25.2 in all (random pixels: 36.7).
 LOSSY_WEBP_EXTRA_BYTES_PER_PIXEL = 28
-# Framing (`--crop`, `--canvas`): per output pixel, the framed RGBA (4), its RGB (4, as Pillow keeps it)
-# and alpha (1), the composite on the background (4), and the shadow with its blur (2), rounded up.
-# Counted from those buffers, not yet measured by bench/memory_peak.py.
-FRAMED_BYTES_PER_PIXEL = 16
+# Framing (`--crop`, `--canvas`), measured by bench/memory_peak.py on a 6000x6000 RGB PNG (bench/RESULTS.md,
+# "catalog outputs"): per source pixel, a crop added 2.9 (a crop of about half the photo, copied unscaled)
+# and a 2000x2000 or 1200x1200 canvas 4.1-5.1 (Pillow resamples RGBA through a premultiplied copy of the
+# part it scales); per canvas pixel, the framed RGBA, its RGB and alpha and the composite, counted.
+FRAMING_BYTES_PER_SOURCE_PIXEL = 5
+CANVAS_BYTES_PER_PIXEL = 8
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class MemoryBudget:
 
     max_bytes: int
     output_format: str = "png"
-    # With framing: the output's pixels when known before decoding (a fixed canvas, or a square's cap);
-    # None: the crop's, at most the source's.  0: the job does not frame.
+    # With framing: the canvas's pixels (a fixed canvas, or a square's cap), or None for a crop without a
+    # canvas.  0: the job does not frame.
     framed_px: int | None = 0
 
     def bytes_per_pixel(self, *, has_alpha: bool) -> int:
@@ -45,8 +47,11 @@ class MemoryBudget:
 
     def estimate_bytes(self, width: int, height: int, *, has_alpha: bool) -> int:
         """The peak memory this image would need, above the process's own (model included)."""
-        framed_px = width * height if self.framed_px is None else self.framed_px
-        return width * height * self.bytes_per_pixel(has_alpha=has_alpha) + framed_px * FRAMED_BYTES_PER_PIXEL
+        source = width * height * self.bytes_per_pixel(has_alpha=has_alpha)
+        if self.framed_px == 0:
+            return source
+        canvas = (self.framed_px or 0) * CANVAS_BYTES_PER_PIXEL
+        return source + width * height * FRAMING_BYTES_PER_SOURCE_PIXEL + canvas
 
     def check(self, width: int, height: int, *, has_alpha: bool, name: str) -> None:
         """Raise ImageTooLarge, naming `name`, when the estimate is over the budget."""
