@@ -100,6 +100,15 @@ def test_a_ben2_job_goes_to_the_gpu_queue_and_its_worker_cuts_it_out(make_fleet:
         assert f"loaded model {BEN2_MODEL}" in log and "providers ['CPUExecutionProvider']" in log
         assert "100x slower" in log and f"{ALLOW_CPU}=true" in log
 
+        # And a catalog job on the gpu queue frames each photo as its preset says
+        framed = fleet.enqueue(f"s3://{src}/catalog/", "--out", f"s3://{out}/tiles", "--model", BEN2_MODEL,
+                               "--preset", "shop-tile", "--canvas", "400x300")  # fmt: skip
+        status = fleet.wait_for_job(framed["job_id"], timeout_s=240, check=True)
+        assert status["succeeded"] == len(photos), fleet.logs()
+        for key in photos:
+            tile = Image.open(io.BytesIO(fleet.read(out, "tiles/" + key.rsplit(".", 1)[0] + ".jpg")))
+            assert tile.format == "JPEG" and tile.size == (400, 300)
+
 
 @pytest.fixture
 def run_env(model_setup: tuple[Path, Path]) -> dict[str, str]:
