@@ -25,11 +25,11 @@ from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import load_settings
 from cutout_fleet.options import make_options
 from cutout_fleet.presets import load_presets
+from cutout_fleet.worker.image_plan import finish_spec
 from cutout_fleet.worker.imaging.encode import encode_image, encode_mask
 from cutout_fleet.worker.imaging.finish import finish
 from cutout_fleet.worker.imaging.mask import alpha_at_size
 from cutout_fleet.worker.imaging.subject_box import subject_box
-from cutout_fleet.worker.pipeline import finish_spec
 from cutout_fleet.worker.sessions import SessionPool
 
 PHOTOS = Path(__file__).resolve().parents[1] / "examples" / "photos"

@@ -22,9 +22,10 @@ from PIL import Image
 from cutout_fleet.errors import CutoutError
 from cutout_fleet.freshness import up_to_date
 from cutout_fleet.items import ItemRef
+from cutout_fleet.worker.image_plan import image_budget
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.interrupts import INTERRUPTS
-from cutout_fleet.worker.pipeline import ItemContext, Prefetched, image_budget
+from cutout_fleet.worker.pipeline import ItemContext, Prefetched
 from cutout_fleet.worker.safety.captioner import Caption
 from cutout_fleet.worker.safety.stages import caption_input
 

@@ -23,14 +23,13 @@ from cutout_fleet.errors import FailedAfterWork, PermanentError, TransientError
 from cutout_fleet.freshness import up_to_date
 from cutout_fleet.items import ItemRef
 from cutout_fleet.keys import mask_key
-from cutout_fleet.layout import parse_canvas, parse_margin
 from cutout_fleet.options import ImageOptions
 from cutout_fleet.outcomes import Outcome, Status
 from cutout_fleet.storage import Storage, StoredObject
-from cutout_fleet.worker.imaging.budget import MIB, MemoryBudget
+from cutout_fleet.worker.image_plan import finish_spec, image_budget
 from cutout_fleet.worker.imaging.decode import decode_image
 from cutout_fleet.worker.imaging.encode import CONTENT_TYPES, encode_image, encode_mask
-from cutout_fleet.worker.imaging.finish import Finished, FinishSpec, Framing, finish
+from cutout_fleet.worker.imaging.finish import Finished, Framing, finish
 from cutout_fleet.worker.imaging.mask import alpha_at_size, refine_alpha
 from cutout_fleet.worker.interrupts import INTERRUPTS
 from cutout_fleet.worker.outputs import MASK_CONTENT_TYPE, item_metadata, put_outputs
@@ -125,41 +124,6 @@ def make_cutout(
         rgb.close()
     with timings.stage("encode"):
         return _encoded(finished, options, limits, stage_run)
-
-
-def image_budget(options: ImageOptions, limits: ImageLimits) -> MemoryBudget:
-    """The memory budget one image of these options is checked against before decoding."""
-    framed_px: int | None = 0
-    if options.frames:
-        canvas = None if options.canvas == "none" else parse_canvas(options.canvas)
-        if canvas is None:
-            framed_px = None  # a crop: at most the source's size
-        elif canvas.size is None:
-            framed_px = options.max_square_px**2
-        else:
-            framed_px = canvas.size[0] * canvas.size[1]
-    return MemoryBudget(limits.max_image_memory_mib * MIB, options.format, framed_px)
-
-
-def finish_spec(options: ImageOptions) -> FinishSpec:
-    """The imaging core's view of the options: parsed values, no option names."""
-    return FinishSpec(
-        background=options.background_rgb,
-        cutout=options.writes_cutout,
-        mask=options.output != "cutout",
-        crop_subject=options.crop == "subject",
-        margin=parse_margin(options.margin),
-        canvas=None if options.canvas == "none" else parse_canvas(options.canvas),
-        fill=options.fill,
-        align=options.align,
-        shadow=options.shadow == "drop",
-        keep_no_subject=options.on_no_subject == "keep",
-        visible_threshold=options.visible_threshold,
-        min_speck_share=options.min_speck_share,
-        min_subject_share=options.min_subject_share,
-        max_upscale=options.max_upscale,
-        max_square_px=options.max_square_px,
-    )
 
 
 def _encoded(

@@ -7,13 +7,13 @@ import pytest
 from cutout_fleet.config.settings import ImageLimits
 from cutout_fleet.errors import ImageTooLarge
 from cutout_fleet.options import make_options
+from cutout_fleet.worker.image_plan import image_budget
 from cutout_fleet.worker.imaging.budget import (
     CANVAS_BYTES_PER_PIXEL,
     FRAMING_BYTES_PER_SOURCE_PIXEL,
     PIPELINE_BYTES_PER_PIXEL,
     MemoryBudget,
 )
-from cutout_fleet.worker.pipeline import image_budget
 
 MPX_64 = (8000, 8000)
 

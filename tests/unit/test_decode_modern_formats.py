@@ -16,9 +16,10 @@ import pytest
 from PIL import AvifImagePlugin, Image, ImageFile
 
 from cutout_fleet.errors import ImageTooLarge, UndecodableImage
-from cutout_fleet.worker.imaging import decode as decode_module
+from cutout_fleet.worker.imaging import iso_formats
 from cutout_fleet.worker.imaging.budget import PIPELINE_BYTES_PER_PIXEL, MemoryBudget
-from cutout_fleet.worker.imaging.decode import DecodedImage, decode_image, iso_container
+from cutout_fleet.worker.imaging.decode import DecodedImage, decode_image
+from cutout_fleet.worker.imaging.iso_formats import iso_container
 from tests.support import make_modern_formats as formats
 from tests.support.hidden_imports import run_without
 from tests.support.images import encode, linear_srgb_icc_profile
@@ -338,7 +339,7 @@ def test_a_heic_without_a_heif_decoder_fails_saying_to_install_the_heif_extra() 
 def test_an_avif_on_a_pillow_without_avif_support_fails_saying_to_upgrade_pillow(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(decode_module, "_avif_supported", lambda: False)
+    monkeypatch.setattr(iso_formats, "_avif_supported", lambda: False)
 
     with pytest.raises(UndecodableImage, match=r"Pillow 11\.3 or later") as caught:
         decode(read("pattern.avif"))
