@@ -18,7 +18,7 @@ from cutout_fleet.catalog import load_catalog
 from cutout_fleet.config.settings import Settings
 from cutout_fleet.connections import celery_broker_options
 from cutout_fleet.errors import AccessDenied, InvalidOptions, SourceMissing
-from cutout_fleet.keys import REPORTS_DIR, KeyMapping, join_key
+from cutout_fleet.keys import IMAGE_EXTENSIONS, REPORTS_DIR, KeyMapping, join_key
 from cutout_fleet.messages import InvalidJobId, validate_job_id
 from cutout_fleet.notify import check_notify_url
 from cutout_fleet.options import ImageOptions
@@ -250,8 +250,9 @@ def _with_an_image(chunks: Iterator[ListingChunk], where: Location, filtered: bo
     ignored = sum(chunk.ignored for chunk in ahead)
     hint = " and --include/--exclude" if filtered else ""
     raise JobRefused(
-        f"{where.uri}: no image to process ({ignored} other keys ignored; images are jpg jpeg png webp tif "
-        f"tiff bmp gif); check the location{hint}, or pass --allow-empty to create an empty job anyway"
+        f"{where.uri}: no image to process ({ignored} other keys ignored; images are "
+        f"{' '.join(sorted(ext.lstrip('.') for ext in IMAGE_EXTENSIONS))}); check the location{hint}, "
+        "or pass --allow-empty to create an empty job anyway"
     )
 
 
