@@ -139,14 +139,11 @@ class ImageOptions(BaseModel):
     def _layout_is_coherent(self) -> ImageOptions:
         if self.fill is not None and self.canvas == "none":
             raise ValueError("--fill needs --canvas (WxH or square): the fill is a share of the canvas")
-        if self.writes_cutout:
-            if self.format == "jpeg" and self.background == "none":
-                raise ValueError(
-                    "--format jpeg has no transparency: add --background white (or #RRGGBB), "
-                    "or keep --background none with --format png or webp"
-                )
-            if self.quality is not None and self.format == "png":
-                raise ValueError("--quality applies to jpeg and webp; png is lossless (drop --quality)")
+        if self.writes_cutout and self.format == "jpeg" and self.background == "none":
+            raise ValueError(
+                "--format jpeg has no transparency: add --background white (or #RRGGBB), "
+                "or keep --background none with --format png or webp"
+            )
         return self
 
     @field_validator("background")
@@ -214,6 +211,8 @@ def inert_options(options: ImageOptions) -> frozenset[str]:
         inert.add("max_square_px")
     if not options.writes_cutout:
         inert |= CUTOUT_ONLY
+    if options.format == "png":
+        inert.add("quality")  # lossless: a preset's JPEG quality changes nothing once --format png wins
     return frozenset(inert)
 
 

@@ -104,6 +104,7 @@ def test_the_shop_tile_preset_stands_the_product_on_the_bottom_margin_with_a_sha
 
     preset = load_presets().get("shop-tile").options
     margin_px = round(float(str(preset["margin"]).rstrip("%")) / 100 * 1200)
+    report = _report(dest, "tile")
     for name in SAMPLE_PHOTOS:
         stem = name.rsplit(".", 1)[0]
         image = Image.open(dest / f"{stem}.jpg")
@@ -115,6 +116,9 @@ def test_the_shop_tile_preset_stands_the_product_on_the_bottom_margin_with_a_sha
         assert abs(box[3] - (1200 - margin_px)) <= 2  # stands on the bottom margin
         below = np.asarray(image.convert("L"))[box[3] : box[3] + 5, box[0] : box[2]]
         assert below.mean() < 254  # the shadow darkens the white under the product
+        fill = report[name]["fill_reached"]
+        assert fill == pytest.approx(preset["fill"], abs=1e-3) or report[name]["scale"] == 4.0
+        assert abs(_fill(mask) - fill) < 0.01
 
 
 def test_the_mask_only_preset_writes_grayscale_masks_at_the_photos_size(

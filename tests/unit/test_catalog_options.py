@@ -85,9 +85,15 @@ def test_jpeg_on_a_colour_is_accepted_with_the_jpg_extension() -> None:
     assert options.extension == ".jpg" and options.quality == 85
 
 
-def test_quality_on_png_is_refused() -> None:
-    with pytest.raises(InvalidOptions, match="--quality applies to jpeg and webp"):
-        make_options(quality=80)
+def test_quality_on_png_changes_nothing_so_a_jpeg_preset_can_be_switched_to_png() -> None:
+    assert _hash(quality=80) == _hash()
+    assert _hash(**load_presets().expand("marketplace-main", {"format": "png"})) == _hash(
+        **{
+            k: v
+            for k, v in load_presets().expand("marketplace-main", {"format": "png"}).items()
+            if k != "quality"
+        }
+    )
 
 
 def test_a_mask_only_job_ends_its_output_keys_in_mask_png_whatever_the_format() -> None:
