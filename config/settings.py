@@ -40,12 +40,15 @@ from pydantic_settings import (
 )
 
 from cutout_fleet import layout
+from cutout_fleet.config.env import (
+    ENV_FILE_ENV,
+    ENV_NESTED_DELIMITER,
+    ENV_PREFIX,
+    SECRETS_DIR_ENV,
+    env_file,
+)
 from cutout_fleet.errors import ConfigError
 
-ENV_PREFIX = "CUTOUT_"
-ENV_NESTED_DELIMITER = "__"
-SECRETS_DIR_ENV = "CUTOUT_SECRETS_DIR"
-ENV_FILE_ENV = "CUTOUT_ENV_FILE"
 DEFAULT_SECRETS_DIR = Path("/run/secrets/cutout")
 REDACTED = "****"
 
@@ -396,17 +399,6 @@ def secrets_dir() -> Path | None:
             raise ConfigError(f"{SECRETS_DIR_ENV}={value} is not a folder; create it or unset the variable")
         return path
     return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
-
-
-def env_file() -> Path | None:
-    """The settings file named by $CUTOUT_ENV_FILE (which must be a file), else None."""
-    value = os.environ.get(ENV_FILE_ENV)
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{ENV_FILE_ENV}={value} is not a file; fix the path or unset the variable")
-    return path
 
 
 def redacted_url(url: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cutout_fleet import layout
 from cutout_fleet.errors import InvalidOptions
 from cutout_fleet.keys import MASK_SUFFIX
+from cutout_fleet.option_ranges import MASK_BLUR_RANGE_PX, MASK_OFFSET_RANGE_PX, SENSITIVITY_RANGE
 from cutout_fleet.safety.classification.schema import check_attributes
 
 OutputFormat = Literal["png", "webp", "jpeg"]
@@ -33,10 +34,6 @@ NoSubjectAction = Literal[
 
 EXTENSIONS = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 
-
-SENSITIVITY_RANGE = (0.0, 1.0)
-MASK_BLUR_RANGE_PX = (0, 64)
-MASK_OFFSET_RANGE_PX = (-64, 64)
 
 # Bump only if the meaning of an existing option changes; new options join the hash only when
 # they differ from their default, so adding one never changes the hashes already written.

@@ -15,8 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import numpy as np
-
 from cutout_fleet.items import item_id
 
 # Repeats named in the error message; the count says how many more there are.
@@ -77,6 +75,8 @@ class RepeatFinder:
         """The digests seen more than once: every repeated item's, and rarely two items' that share one."""
         if len(self._digests) < 2:
             return set()
+        import numpy as np  # here, not at the top: a prefix job (no manifest) never loads numpy
+
         ordered = np.sort(np.frombuffer(self._digests, dtype=np.uint64))
         return {int(digest) for digest in np.unique(ordered[1:][ordered[1:] == ordered[:-1]])}
 

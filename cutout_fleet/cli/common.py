@@ -1,4 +1,8 @@
-"""Helpers shared by the `cutout` commands: settings, failures, the image options, locations, clients."""
+"""Helpers shared by the `cutout` commands: settings, failures, the image options, locations, clients.
+
+Nothing heavy is imported here at module level (no settings models, pydantic, boto3 or Redis): `cutout
+--help` and a command's `--help` stay fast.  Each helper imports what it uses when it is called.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from cutout_fleet.config.settings import ENV_FILE_ENV, Settings, env_file, load_settings
+from cutout_fleet.config.env import ENV_FILE_ENV, env_file
 from cutout_fleet.errors import ConfigError, CutoutError, InvalidOptions
-from cutout_fleet.options import (
-    MASK_BLUR_RANGE_PX,
-    MASK_OFFSET_RANGE_PX,
-    ImageOptions,
-    make_options,
-    parse_background,
-)
-from cutout_fleet.storage import Location, parse_location
+from cutout_fleet.option_ranges import MASK_BLUR_RANGE_PX, MASK_OFFSET_RANGE_PX
 
 if TYPE_CHECKING:
+    from cutout_fleet.config.settings import Settings
+    from cutout_fleet.options import ImageOptions
     from cutout_fleet.producer.publish import CeleryPublisher
     from cutout_fleet.state import RedisJobStore
     from cutout_fleet.state.leases import LeaseBoard
+    from cutout_fleet.storage import Location
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -50,6 +50,8 @@ def reported(*usage_errors: type[CutoutError]) -> Iterator[None]:
 
 def settings_or_exit() -> Settings:
     """The settings, or exit 2 naming the bad variable; says on stderr which settings file was read."""
+    from cutout_fleet.config.settings import load_settings
+
     with reported(ConfigError):
         settings, path = load_settings(), env_file()
     if path is not None:
@@ -75,6 +77,8 @@ env_file_option = click.option(
 
 
 def _check_background(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from cutout_fleet.options import parse_background
+
     try:
         parse_background(value)
     except ValueError as exc:
@@ -270,6 +274,7 @@ def build_options(
     """The job's ImageOptions from the flags: the settings' defaults, then the preset, then the flags
     given on the command line.  An unknown model or preset, or a bad value, is a usage error."""
     from cutout_fleet.catalog import load_catalog
+    from cutout_fleet.options import make_options
     from cutout_fleet.presets import load_presets
 
     name = model or settings.default_model
@@ -301,6 +306,8 @@ def _given(field: str) -> bool:
 
 
 def location(text: str, what: str) -> Location:
+    from cutout_fleet.storage import parse_location
+
     try:
         return parse_location(text)
     except ConfigError as exc:

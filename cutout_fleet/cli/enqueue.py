@@ -18,13 +18,13 @@ from cutout_fleet.cli.common import (
 )
 from cutout_fleet.cli.group import cli
 from cutout_fleet.errors import InvalidOptions, JobExists
-from cutout_fleet.storage import Location
 
 if TYPE_CHECKING:
     from cutout_fleet.producer.dryrun import DryRunReport
     from cutout_fleet.producer.enqueue import EnqueueResult
     from cutout_fleet.producer.manifest import ManifestFormat
     from cutout_fleet.producer.plan import Manifest
+    from cutout_fleet.storage import Location
 
 
 @cli.command()

@@ -16,14 +16,18 @@ def cli() -> None:
 
 def main() -> None:
     """Console entry point: service outages become one readable line, not a traceback."""
-    import kombu.exceptions
-    import redis.exceptions
-
     try:
         cli()
-    except (
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-        kombu.exceptions.OperationalError,
-    ) as exc:
-        fail(f"cannot reach Redis (CUTOUT_REDIS_URL): {exc}")
+    except Exception as exc:
+        # Imported only now: a command that never talks to Redis (`--help`) does not load them.
+        import kombu.exceptions
+        import redis.exceptions
+
+        outage = (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            kombu.exceptions.OperationalError,
+        )
+        if isinstance(exc, outage):
+            fail(f"cannot reach Redis (CUTOUT_REDIS_URL): {exc}")
+        raise

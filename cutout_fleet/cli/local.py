@@ -10,12 +10,12 @@ import click
 
 from cutout_fleet.cli.common import build_options, image_options, location, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
-from cutout_fleet.config.settings import Settings
 from cutout_fleet.errors import ConfigError, InvalidOptions
-from cutout_fleet.storage import Location
 
 if TYPE_CHECKING:
+    from cutout_fleet.config.settings import Settings
     from cutout_fleet.embedded import EmbeddedResult
+    from cutout_fleet.storage import Location
 
 
 @cli.command()

@@ -13,7 +13,6 @@ import click
 
 from cutout_fleet.cli.common import fail, job_store, lease_board, reported, settings_or_exit
 from cutout_fleet.cli.group import cli
-from cutout_fleet.state import CANCELLED, DONE, RUNNING, STOPPED
 
 if TYPE_CHECKING:
     from cutout_fleet.producer.status import LiveStatus, RateMeter
@@ -30,6 +29,8 @@ EXIT_CANCELLED_OR_STOPPED = 4
 
 def exit_code(job: JobRecord) -> int:
     """The exit code of `status --wait` / `--watch` for the job as it was last seen."""
+    from cutout_fleet.state.records import CANCELLED, DONE, STOPPED
+
     if job.state == DONE:
         return EXIT_DONE_WITH_FAILURES if job.failed else EXIT_DONE
     if job.state in (CANCELLED, STOPPED):
@@ -64,6 +65,7 @@ def status(job_id: str, as_json: bool, wait: bool, watch: bool, recount: bool) -
     """Counts and state of a job.  With --wait or --watch the exit code says how it ended: 0 done, 1 done
     with failed items, 3 interrupted while still running, 4 cancelled or stopped."""
     from cutout_fleet.producer.status import RateMeter, job_status, live_status
+    from cutout_fleet.state.records import RUNNING
 
     settings = settings_or_exit()
     store = job_store(settings)
@@ -100,6 +102,7 @@ def _watch(
     """Print the live status until the job leaves `running` (a fresh screen each time on a terminal).
     Ctrl-C ends the watch, not the job: the job as last seen comes back."""
     from cutout_fleet.producer.status import job_status, live_status
+    from cutout_fleet.state.records import RUNNING
 
     try:
         while True:
@@ -132,6 +135,8 @@ def _wait_with_progress_bar(store: RedisJobStore, job: JobRecord, poll_s: float)
 
 
 def _interrupted(job: JobRecord) -> JobRecord:
+    from cutout_fleet.state.records import RUNNING
+
     if job.state == RUNNING:
         click.echo(f"\ncutout: stopped waiting; job {job.job_id} is still running", err=True)
     return job
@@ -144,6 +149,7 @@ def report(job_id: str) -> None:
     if they are missing."""
     from cutout_fleet.producer.status import job_status
     from cutout_fleet.reports import ReportKeys, write_report
+    from cutout_fleet.state.records import CANCELLED, DONE
     from cutout_fleet.storage import open_storage, parse_location
 
     settings = settings_or_exit()
