@@ -131,7 +131,9 @@ def _encoded(
 ) -> Cutout:
     mask = None
     if finished.mask is not None:
-        mask = encode_mask(finished.mask, png_compress_level=limits.png_compress_level)
+        mask = encode_mask(
+            finished.mask, png_compress_level=limits.png_compress_level, png_strategy=limits.png_strategy
+        )
         height, width = finished.mask.shape
     if finished.image is None:
         assert mask is not None, "an output with neither a cutout nor a mask"
@@ -143,6 +145,7 @@ def _encoded(
         options.format,
         webp_quality=quality or limits.webp_quality,
         png_compress_level=limits.png_compress_level,
+        png_strategy=limits.png_strategy,
         jpeg_quality=quality or limits.jpeg_quality,
     )
     width, height = image.size
