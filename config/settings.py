@@ -205,6 +205,9 @@ class WorkerSettings(BaseModel):
     # How long a new pool process may take to load its models (all of them, the full workflow's
     # caption and classifier included) before Celery gives up on it.
     process_start_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    # Read a task's next item (output HEAD, source GET) on a thread while the current one runs
+    # (worker/read_ahead.py); false: each item reads when it starts.
+    read_ahead: bool = True
     max_tasks_per_child: Annotated[int, Field(ge=0)] = 0
     max_memory_per_child_kb: Annotated[int, Field(ge=0)] = 0
     loglevel: str = "INFO"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from functools import cached_property, partial
 
@@ -29,6 +29,7 @@ from cutout_fleet.storage import Storage, parse_location
 from cutout_fleet.worker.caption_batches import caption_batch
 from cutout_fleet.worker.interrupts import ItemTimeLimit
 from cutout_fleet.worker.pipeline import Cutter, ItemContext, MaskPredictor, process_item
+from cutout_fleet.worker.read_ahead import ReadAhead
 from cutout_fleet.worker.safety.stages import SafetyStages
 from cutout_fleet.worker.scope import scope_problem
 from cutout_fleet.worker.sessions import SessionPool
@@ -202,12 +203,38 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
         return BatchResult(dropped=len(message.keys))
     batch = _open_batch(message, runtime, queue)
     keys = list(message.keys)
+    ahead = _read_ahead(batch, keys)
+    try:
+        _run_items(batch, keys, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+    return batch.result
+
+
+def _read_ahead(batch: _Batch, keys: list[str]) -> ReadAhead | None:
+    """The task's read-ahead thread (worker/read_ahead.py), when it has more than one item to read and
+    no caption micro-batches (which read ahead themselves)."""
+    ctx = batch.ctx
+    if (
+        ctx is None
+        or ctx.prefetched is not None
+        or len(keys) < 2
+        or not batch.runtime.settings.worker.read_ahead
+    ):
+        return None
+    ahead = ReadAhead(ctx)
+    batch.ctx = replace(ctx, read_ahead=ahead.take)
+    return ahead
+
+
+def _run_items(batch: _Batch, keys: list[str], ahead: ReadAhead | None) -> None:
     consecutive_transient = 0
     for index, key in enumerate(keys):
         if consecutive_transient >= MAX_CONSECUTIVE_TRANSIENT:
             batch.result.retry.extend(keys[index:])
             break
-        if runtime.draining():
+        if batch.runtime.draining():
             batch.result.resend.extend(keys[index:])
             batch.result.handed_back = len(keys) - index
             break
@@ -215,15 +242,19 @@ def run_batch(message: TaskMessage, runtime: BatchRuntime, queue: str) -> BatchR
         if gate is Gate.STOP:
             break
         if gate is Gate.SETTLED:
+            if ahead is not None:
+                ahead.discard(key)
             continue
         try:
             _caption_ahead(batch, keys[index:])
+            # Not while the store is failing: the next item would only fail ahead of time as well.
+            if ahead is not None and index + 1 < len(keys) and consecutive_transient == 0:
+                ahead.start(batch.item(keys[index + 1]), batch.output_key(keys[index + 1]))
             transient = _run_item(batch, key)
         except ItemTimeLimit:
             _on_time_limit(batch, key, keys[index + 1 :])
             break
         consecutive_transient = consecutive_transient + 1 if transient else 0
-    return batch.result
 
 
 def _out_of_scope(message: TaskMessage, runtime: BatchRuntime) -> str | None:

@@ -182,6 +182,8 @@ class ItemContext:
     # Items whose source a caption micro-batch already read and captioned, by key (caption_batches.py);
     # None: this task makes no micro-batches.
     prefetched: dict[str, Prefetched] | None = None
+    # What the task's read-ahead thread read for a key, or None (worker/read_ahead.py); None: no read-ahead.
+    read_ahead: Callable[[str], Prefetched | None] | None = None
 
     def outcome(
         self,
@@ -227,6 +229,8 @@ def _cut_out(
     # With a safety level the verdict is the "up to date" marker: a dropped cutout leaves no output.
     marker_key = ctx.safety.verdict_key(output_key) if ctx.safety else output_key
     early = ctx.prefetched.pop(item.key, None) if ctx.prefetched is not None else None
+    if early is None and ctx.read_ahead is not None:
+        early = ctx.read_ahead(item.key)
     if early is not None:
         # A micro-batch checked, read and captioned it moments ago: its share of that work counts here.
         timings.ms.update(early.timings_ms)

@@ -178,8 +178,9 @@ def test_when_the_service_is_down_the_rest_of_the_task_is_deferred_untried(
     # When the worker runs it
     result = run_batch(message, a_runtime(store, CentrePredictor(), source), "cpu")
 
-    # Then it stops asking after three failures in a row and hands every item back, none failed
-    assert source.gets == keys[:3]
+    # Then it stops asking after three failures in a row and hands every item back, none failed (k1 was
+    # asked for while k0 ran, by the read-ahead, and once only; reading ahead stops at the first failure)
+    assert sorted(source.gets) == keys[:3]
     assert result.retry == keys
     assert statuses(store) == {}
 
