@@ -55,6 +55,7 @@ from cutout_fleet.worker.models.runner import ModelSession
 from cutout_fleet.worker.pipeline import Timings, make_cutout
 from tests.support import servers
 from tests.support.fleet import WorkerProcess, fleet_env, sample_catalog, start_worker
+from tests.support.s3_fault_proxy import S3FaultProxy
 
 MODEL = "u2netp"
 BUCKET = "bench"
@@ -495,6 +496,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_QUIET_WAIT_S,
         help="before each timed run, wait up to this long for other processes to leave the CPUs idle",
     )
+    parser.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=0.0,
+        help="the worker reaches S3 through a proxy that waits this long per request (a remote store)",
+    )
+    parser.add_argument(
+        "--no-read-ahead",
+        dest="read_ahead",
+        action="store_false",
+        help="the worker reads each item when it starts (CUTOUT_WORKER__READ_AHEAD=false)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.redis_db == 0:
@@ -541,12 +554,21 @@ def bench(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         client.put_object(Bucket=BUCKET, Key=SOURCE_PREFIX + key, Body=data)
     client.put_object(Bucket=BUCKET, Key=WARMUP_PREFIX + WARMUP_KEY, Body=sample_catalog()[WARMUP_KEY])
 
+    worker_s3 = s3_url
+    if args.s3_latency_ms > 0:
+        proxy = stack.enter_context(S3FaultProxy(s3_url, latency_s=args.s3_latency_ms / 1000))
+        worker_s3 = proxy.url
+        log(f"the worker reaches S3 through a proxy adding {args.s3_latency_ms:g} ms per request")
     env = fleet_env(
         redis_url=redis_url,
-        s3_endpoint=s3_url,
+        s3_endpoint=worker_s3,
         model_dir=model_dir,
         catalog=None,
-        extra={**FAKE_AWS_ENV, "CUTOUT_WORKER__INTRA_OP_THREADS": str(args.intra_op_threads)},
+        extra={
+            **FAKE_AWS_ENV,
+            "CUTOUT_WORKER__INTRA_OP_THREADS": str(args.intra_op_threads),
+            "CUTOUT_WORKER__READ_AHEAD": "true" if args.read_ahead else "false",
+        },
     )
     route = queue_for(settings)
     log(f"starting a worker (concurrency {args.concurrency}) on Redis DB {args.redis_db}, S3 {s3_url}")

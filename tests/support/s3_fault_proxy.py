@@ -8,6 +8,7 @@ must use path-style addressing.  Fault kinds:
 - "reset": the request is read, then the connection is reset (RST) with no response;
 - "delay": the request is read, nothing is sent for `delay_s` (set it above the client's read
   timeout), then the connection is closed;
+- `latency_s` delays every forwarded request, as a store across a network would (benchmarks);
 - "truncate": the request is forwarded (it takes effect upstream), then the status, the headers and
   half of the body go back before a reset: a failure in the middle of reading a GET body.  A
   response without a body (PUT, HEAD) is dropped whole: the write happened, the answer was lost.
@@ -27,6 +28,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -95,6 +97,7 @@ class S3FaultProxy:
         max_faults: int | None = None,
         delay_s: float = 3.0,
         permanent_status: Mapping[str, ErrorReply] | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         upstream = urlsplit(upstream_url)
         if upstream.scheme != "http" or upstream.hostname not in LOOPBACK_HOSTS or upstream.port is None:
@@ -117,6 +120,7 @@ class S3FaultProxy:
         self.max_faults = max_faults
         self.delay_s = delay_s
         self.permanent_status = dict(permanent_status or {})
+        self.latency_s = latency_s  # waited before forwarding each request: a remote store's round trip
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -288,6 +292,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self._read_body()
         fate = self.proxy._decide(self.command, unquote(self.path.split("?", 1)[0]))
         if fate is None:
+            if self.proxy.latency_s:
+                time.sleep(self.proxy.latency_s)
             self._forward(body)
         elif isinstance(fate, int | tuple):
             self._reply_error(fate)
