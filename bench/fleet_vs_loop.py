@@ -56,6 +56,7 @@ from cutout_fleet.worker.pipeline import Timings, make_cutout
 from tests.support import servers
 from tests.support.fleet import WorkerProcess, fleet_env, sample_catalog, start_worker
 from tests.support.s3_fault_proxy import S3FaultProxy
+from tests.support.tiny_models import write_tiny_models
 
 MODEL = "u2netp"
 BUCKET = "bench"
@@ -211,8 +212,9 @@ def run_loop(
     out_root: Path,
     settings: Settings,
     meter: CpuMeter | None = None,
+    model: str = MODEL,
 ) -> Run:
-    options = make_options(model=MODEL)
+    options = make_options(model=model)
     outputs = [out_root / p.relative_to(src_root).with_suffix(options.extension) for p in paths]
     for out in outputs:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -491,6 +493,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model-dir", type=Path, default=None, help="default: CUTOUT_MODEL_DIR")
     parser.add_argument(
+        "--model",
+        default=MODEL,
+        help="u2netp, or a test model with a real contract and next to no cost (tiny-u2netp): the fleet's "
+        "own ceiling",
+    )
+    parser.add_argument(
         "--quiet-wait-s",
         type=float,
         default=DEFAULT_QUIET_WAIT_S,
@@ -529,12 +537,20 @@ def bench(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
     base = load_settings()
     redis_url = redis_url_for_db(base.redis_url, args.redis_db)
     model_dir = args.model_dir or base.model_dir
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+    tiny_catalog = None
+    if args.model.startswith("tiny-"):
+        model_dir = tmp / "models"
+        tiny_catalog = write_tiny_models(model_dir)
+        base = base.model_copy(update={"model_dir": model_dir, "model_catalog": tiny_catalog})
     catalog = load_catalog(base)
     session = ModelSession(  # created once, untimed, exactly as the worker's SessionPool makes it
-        catalog.get(MODEL), model_dir, providers=base.worker.providers, intra_op_threads=args.intra_op_threads
+        catalog.get(args.model),
+        model_dir,
+        providers=base.worker.providers,
+        intra_op_threads=args.intra_op_threads,
     )
     images = bench_images(args.copies)
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
     src_root, logs = tmp / "src", tmp / "logs"
     logs.mkdir()
     paths = write_local(images, src_root)
@@ -563,37 +579,46 @@ def bench(args: argparse.Namespace, stack: ExitStack) -> dict[str, Any]:
         redis_url=redis_url,
         s3_endpoint=worker_s3,
         model_dir=model_dir,
-        catalog=None,
+        catalog=tiny_catalog,
         extra={
             **FAKE_AWS_ENV,
+            "CUTOUT_WORKER__MODELS": json.dumps([args.model]),
             "CUTOUT_WORKER__INTRA_OP_THREADS": str(args.intra_op_threads),
             "CUTOUT_WORKER__READ_AHEAD": "true" if args.read_ahead else "false",
         },
     )
     route = queue_for(settings)
     log(f"starting a worker (concurrency {args.concurrency}) on Redis DB {args.redis_db}, S3 {s3_url}")
-    worker = stack.enter_context(running_worker(env, logs, route(MODEL), args.concurrency))
+    worker = stack.enter_context(running_worker(env, logs, route(args.model), args.concurrency))
     store = RedisJobStore.from_url(redis_url, settings.job_ttl_s)
     stack.callback(store.close)
     app = producer_app(redis_url)
     stack.callback(app.close)
-    fleet = Fleet(settings, store, CeleryPublisher(app, settings.worker), client, worker, route)
+    fleet = Fleet(
+        settings,
+        store,
+        CeleryPublisher(app, settings.worker),
+        client,
+        worker,
+        route,
+        make_options(model=args.model),
+    )
 
     fleet.run_job(WARMUP_PREFIX, "warmup-out/", expected=1)  # session creation and connections: untimed
-    run_loop(session, paths[:1], src_root, tmp / "warmup-out", settings)
+    run_loop(session, paths[:1], src_root, tmp / "warmup-out", settings, model=args.model)
     loops: list[Run] = []
     fleets: list[Run] = []
     meter = fleet.meter
     for i in range(args.repeats):
         meter.wait_quiet(args.quiet_wait_s)
-        loops.append(run_loop(session, paths, src_root, tmp / f"out-{i}", settings, meter))
+        loops.append(run_loop(session, paths, src_root, tmp / f"out-{i}", settings, meter, args.model))
         log(f"run {i + 1}/{args.repeats}: loop  {loops[-1].images_per_s:6.2f} images/s  {loops[-1].extra}")
         meter.wait_quiet(args.quiet_wait_s)
         fleets.append(fleet.run_job(SOURCE_PREFIX, f"out-{i}/", expected=len(images)))
         log(f"run {i + 1}/{args.repeats}: fleet {fleets[-1].images_per_s:6.2f} images/s  {fleets[-1].extra}")
 
     config = {
-        "model": MODEL,
+        "model": args.model,
         "images": len(images),
         "copies": args.copies,
         "repeats": args.repeats,
