@@ -197,10 +197,26 @@ def test_a_claim_call_retried_after_a_dropped_reply_gets_its_first_answer(redis_
     store.create(JobSpec("retried", "s3://b/p/", "s3://o/x", "u2netp", "cpu", {}))
     script = JobScripts.register(redis_client).claim
     keys = [claims_key("retried"), job_key("retried"), claim_call_key("retried", "call-1")]
-    args = [3600, 0, "x/a.png", "b/p/a.png"]
+    args = [3600, 0, "1", "x/a.png", "b/p/a.png"]  # ttl, ignored, count (an item of the job), then pairs
 
     first, again = script(keys=keys, args=args), script(keys=keys, args=args)
 
     # Then the retry sees the item as newly claimed too (so it is published), and it is counted once
     assert first == [] and again == []
     assert store.get("retried").total == 1  # type: ignore[union-attr]
+
+
+def test_a_second_output_of_an_item_is_claimed_without_counting_it_again(redis_client) -> None:  # type: ignore[no-untyped-def]
+    # Given a job whose items also write a mask beside their cutout (`--output both`)
+    store = RedisJobStore(redis_client, 3600)
+    store.create(JobSpec("masks", "s3://b/p/", "s3://o/x", "u2netp", "cpu", {}))
+    store.claim_outputs("masks", [("p/a.png", "o/a.png"), ("p/a.mask.jpg", "o/a.mask.png")])
+
+    # When the masks are claimed in the non-counting call
+    answers = store.claim_outputs(
+        "masks", [("p/a.png", "o/a.mask.png"), ("p/a.mask.jpg", "o/a.mask.mask.png")], count=False
+    )
+
+    # Then the mask that lands on another item's output is a collision naming it, and nothing is counted
+    assert answers == [(Claim.COLLISION, "p/a.mask.jpg"), (Claim.NEW, None)]
+    assert store.get("masks").total == 2  # type: ignore[union-attr]
